@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#ifndef TCPTAP_RECORD_H
+#define TCPTAP_RECORD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <linux/types.h>
+
+#include "../bpf/tcptap_event.h"
+
+/* Record kinds that exist only in the daemon, numbered after enum tcptap_event_type. */
+enum record_kind {
+	RECORD_LOST = 100,	/* the kernel dropped samples on one CPU's ring */
+};
+
+/* How a connection entered the table. */
+enum record_origin {
+	RECORD_ORIGIN_NONE = 0,
+	RECORD_ORIGIN_CONNECT = 1,
+	RECORD_ORIGIN_ACCEPT = 2,
+	RECORD_ORIGIN_SEEDED = 3,	/* found by the start-up dump, no event seen */
+};
+
+/*
+ * One entry of the merged stream. ev.type is an enum tcptap_event_type value
+ * or RECORD_LOST; for RECORD_LOST, ev.cpu names the ring and lost_count the
+ * number of samples the kernel dropped there.
+ */
+struct record {
+	uint64_t seq;		/* position in the merged stream; 0 until published */
+	uint64_t lost_count;	/* RECORD_LOST only */
+	bool late;		/* released behind already published records */
+	uint8_t origin;		/* enum record_origin, for table entries */
+	struct tcptap_event ev;
+};
+
+#endif /* TCPTAP_RECORD_H */
