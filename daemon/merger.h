@@ -91,6 +91,9 @@ size_t merger_release(struct merger *m, uint64_t now_ns, merger_emit_fn emit, vo
  * record (candidates for an on-demand sync). Returns how many were written. */
 size_t merger_cpus_behind(const struct merger *m, unsigned int *ret_cpus, size_t size);
 
+/* Visit every held record, in no particular order. */
+void merger_foreach_pending(const struct merger *m, merger_emit_fn visit, void *userdata);
+
 int merger_cpu_stats(const struct merger *m, unsigned int cpu, uint64_t now_ns,
 		     struct merger_cpu_stats *ret_stats);
 void merger_get_stats(const struct merger *m, struct merger_stats *ret_stats);

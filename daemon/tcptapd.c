@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <json-c/json.h>
 #include <systemd/sd-event.h>
@@ -23,6 +24,7 @@
 #include "merger.h"
 #include "ring_reader.h"
 #include "sd_glue.h"
+#include "seed.h"
 #include "server.h"
 
 #define DEFAULT_SOCKET_PATH "/run/tcptap/tcptapd.sock"
@@ -38,6 +40,7 @@
 #define HOUSEKEEPING_INTERVAL_NS (1000ULL * 1000 * 1000)
 #define SUMMARY_INTERVAL_NS (300ULL * 1000 * 1000 * 1000)
 #define MAX_PENDING_RECORDS (1u << 20)
+#define SEED_FRONTIER_WAIT_NS (1000ULL * 1000 * 1000)
 #define NSEC_PER_MSEC UINT64_C(1000000)
 #define NSEC_PER_USEC UINT64_C(1000)
 
@@ -638,6 +641,174 @@ static char *stats_json(void *userdata)
 	return line;
 }
 
+/* ---- start-up seeding ---- */
+
+struct cookie_set {
+	uint64_t *items;
+	size_t count;
+	size_t capacity;
+};
+
+static void cookie_set_add(struct cookie_set *set, uint64_t cookie)
+{
+	if (set->count == set->capacity) {
+		size_t capacity = set->capacity ? set->capacity * 2 : 256;
+		uint64_t *items = realloc(set->items, capacity * sizeof(*items));
+
+		if (!items)
+			return;
+		set->items = items;
+		set->capacity = capacity;
+	}
+	set->items[set->count++] = cookie;
+}
+
+static int compare_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+static bool cookie_set_contains(const struct cookie_set *set, uint64_t cookie)
+{
+	return set->count && bsearch(&cookie, set->items, set->count, sizeof(cookie), compare_u64);
+}
+
+struct held_cookies {
+	struct cookie_set introduced;	/* connect or accept records held */
+	struct cookie_set closed;	/* close records held */
+};
+
+static void collect_held(const struct record *r, void *userdata)
+{
+	struct held_cookies *held = userdata;
+
+	if (r->ev.type == TCPTAP_EV_CONNECT || r->ev.type == TCPTAP_EV_ACCEPT)
+		cookie_set_add(&held->introduced, r->ev.cookie);
+	else if (r->ev.type == TCPTAP_EV_CLOSE)
+		cookie_set_add(&held->closed, r->ev.cookie);
+}
+
+/* Drain until every online CPU proved its frontier past t_ns, so every
+ * record older than t_ns is held by the merger. Bounded by
+ * SEED_FRONTIER_WAIT_NS; a stalled CPU is logged and then waited for no
+ * longer. */
+static void wait_for_frontiers(struct daemon *d, uint64_t t_ns)
+{
+	uint64_t deadline = now_ns() + SEED_FRONTIER_WAIT_NS;
+
+	for (;;) {
+		bool behind = false;
+		uint64_t now = now_ns();
+
+		for (unsigned int cpu = 0; cpu < d->ncpus; cpu++)
+			if (d->online[cpu])
+				(void)loader_sync_now(d->loader, cpu);
+		(void)ring_reader_drain(d->reader);
+
+		for (unsigned int cpu = 0; cpu < d->ncpus; cpu++) {
+			struct merger_cpu_stats cs;
+
+			if (!d->online[cpu] || merger_cpu_stats(d->merger, cpu, now, &cs) < 0)
+				continue;
+			if (!cs.has_frontier || cs.frontier_ns < t_ns) {
+				behind = true;
+				if (now >= deadline)
+					log_warning("CPU %u did not prove its frontier during start-up; "
+						    "connections closed on it while seeding may "
+						    "stay in the table", cpu);
+			}
+		}
+		if (!behind || now >= deadline)
+			return;
+		usleep(1000);
+	}
+}
+
+static void write_seed_owner(struct daemon *d, const struct seed_conn *c)
+{
+	struct tcptap_owner owner = {
+		.cgroup = c->ev.cgroup,
+		.pid = c->ev.pid,
+		.tid = c->ev.tid,
+		.uid = c->ev.uid,
+	};
+	uint64_t cookie = c->ev.cookie;
+
+	memcpy(owner.comm, c->ev.comm, sizeof(owner.comm));
+	if (bpf_map_update_elem(loader_seeded_fd(d->loader), &cookie, &owner, BPF_ANY) < 0)
+		log_warning("Failed to register seeded connection %" PRIu64 " in the kernel, its "
+			    "close will be missed: %s", cookie, strerror(errno));
+}
+
+/*
+ * Puts the connections that existed before start into the table, tied to the
+ * stream position before the first published record. The BPF programs are
+ * attached first and their records held; the first dump finds the existing
+ * connections and registers them with the BPF side, so their closes are
+ * reported from then on; a second dump finds those that closed before the
+ * registration took effect. Reconciled by cookie: a connection whose
+ * connect or accept record is held is introduced by that record, not seeded;
+ * one that is gone from the second dump without a held close closed before
+ * its registration and is dropped.
+ */
+static int seed_table(struct daemon *d)
+{
+	struct seed_list first = { 0 }, second = { 0 };
+	struct held_cookies held = { 0 };
+	size_t attributed, seeded = 0, skipped = 0;
+	uint64_t t_first, t_second;
+	int err;
+
+	t_first = now_ns();
+	err = seed_dump_all(&first);
+	if (err < 0)
+		goto out;
+	attributed = seed_attribute(&first);
+	for (size_t i = 0; i < first.count; i++)
+		write_seed_owner(d, &first.items[i]);
+	(void)ring_reader_drain(d->reader);
+
+	err = seed_dump_all(&second);
+	if (err < 0)
+		goto out;
+	t_second = now_ns();
+	seed_sort_by_cookie(&second);
+	wait_for_frontiers(d, t_second);
+
+	merger_foreach_pending(d->merger, collect_held, &held);
+	qsort(held.introduced.items, held.introduced.count, sizeof(uint64_t), compare_u64);
+	qsort(held.closed.items, held.closed.count, sizeof(uint64_t), compare_u64);
+
+	for (size_t i = 0; i < first.count; i++) {
+		const struct seed_conn *c = &first.items[i];
+		struct record r = { .origin = RECORD_ORIGIN_SEEDED, .ev = c->ev };
+		uint64_t cookie = c->ev.cookie;
+
+		if (cookie_set_contains(&held.introduced, cookie) ||
+		    (!seed_find_cookie(&second, cookie) && !cookie_set_contains(&held.closed, cookie))) {
+			(void)bpf_map_delete_elem(loader_seeded_fd(d->loader), &cookie);
+			skipped++;
+			continue;
+		}
+		r.ev.ts_ns = t_first;
+		if (conn_table_seed(d->table, &r) == 0)
+			seeded++;
+	}
+	log_notice("Seeded %zu existing connections from %u network namespaces (%zu attributed "
+		   "to a process, %zu left to their live records, %u namespaces unreadable)",
+		   seeded, first.namespaces, attributed, skipped, first.failed_namespaces);
+out:
+	if (err < 0)
+		log_error("Failed to enumerate the existing connections: %s", strerror(-err));
+	free(held.introduced.items);
+	free(held.closed.items);
+	seed_list_clear(&first);
+	seed_list_clear(&second);
+	return err;
+}
+
 /* ---- start-up and tear-down ---- */
 
 static void read_boot_id(char *buf, size_t size)
@@ -732,6 +903,20 @@ static int setup_tracing(struct daemon *d)
 	return 0;
 }
 
+static int setup_table(struct daemon *d)
+{
+	int err;
+
+	err = conn_table_new(d->opt.max_connections, &d->table);
+	if (!err)
+		err = history_new(d->opt.history_records, &d->history);
+	if (err < 0) {
+		log_error("Failed to allocate the connection table: %s", strerror(-err));
+		return err;
+	}
+	return seed_table(d);
+}
+
 static int setup_serving(struct daemon *d)
 {
 	struct server_config sc = {
@@ -748,14 +933,6 @@ static int setup_serving(struct daemon *d)
 	};
 	bool activated;
 	int fd, err;
-
-	err = conn_table_new(d->opt.max_connections, &d->table);
-	if (!err)
-		err = history_new(d->opt.history_records, &d->history);
-	if (err < 0) {
-		log_error("Failed to allocate the connection table: %s", strerror(-err));
-		return err;
-	}
 
 	err = sd_glue_listen(d->opt.socket_path, SOCKET_GROUP, &fd, &activated);
 	if (err < 0)
@@ -853,6 +1030,9 @@ static int run(int argc, char **argv)
 		goto out;
 	}
 	err = setup_tracing(&d);
+	if (err < 0)
+		goto out;
+	err = setup_table(&d);
 	if (err < 0)
 		goto out;
 	err = setup_serving(&d);
