@@ -487,19 +487,18 @@ static __always_inline struct sock *sock_from_fd(long fd)
  * Why a sync record with inflight == 0 proves CPU N's frontier:
  * an event program on CPU N increments CPU N's inflight counter before it
  * reads the clock and decrements it after its record is in CPU N's ring; BPF
- * programs run with migration disabled, so all three steps happen on CPU N.
- * write_sync() reads the counter first and the clock second, and it runs in
- * interrupt context (perf_event overflow) or with preemption disabled
- * (BPF_PROG_TEST_RUN on that CPU), so nothing on CPU N runs between those
- * two reads except interrupts nested inside it, which finish first. Take an
- * event E on CPU N with timestamp t <= the sync's timestamp s. Either E
- * incremented the counter before the sync read it, and then E is still in
- * flight (the counter is not 0) or E's record is already in the ring ahead of
- * the sync record; or E incremented it afterwards, which means E read the
- * clock after the sync did (t >= s; equal only within one clock tick). Nested
- * programs (softirq work inside a task-context program) and preempted ones
- * hold the counter above 0 for as long as they are between the two steps, so
- * a sync in that window proves nothing and the frontier waits.
+ * programs run with migration disabled, so all of it happens on CPU N.
+ * write_sync() reads the clock first and the counter second. Take an event E
+ * on CPU N with timestamp t < the sync's timestamp s: CLOCK_MONOTONIC does
+ * not go back, so E read the clock before the sync did, and E incremented the
+ * counter before that, so before the sync read the counter. If E had not
+ * decremented yet the sync reads at least 1 and proves nothing; otherwise E's
+ * record is already in the ring ahead of the sync record. The argument uses
+ * only the order of steps on CPU N, so it holds for nested programs (softirq
+ * work inside a task-context program, a perf_event sync inside an event
+ * program: those syncs read a count above 0) and for preemption or a vCPU
+ * stall between any two steps, which only keep the counter above 0 longer.
+ * The merger's comment next to its release rule gives the other half.
  */
 static __always_inline int write_sync(void *ctx)
 {
@@ -508,8 +507,8 @@ static __always_inline int write_sync(void *ctx)
 
 	if (!slot)
 		return 0;
-	ev.inflight = *(volatile __u64 *)slot;
 	ev.ts_ns = bpf_ktime_get_ns();
+	ev.inflight = *(volatile __u64 *)slot;
 	ev.cpu = bpf_get_smp_processor_id();
 	if (ev.inflight)
 		count(TCPTAP_CNT_SYNC_BUSY);

@@ -460,6 +460,10 @@ static void update_online_cpus(struct daemon *d)
 
 	if (read_online_cpus(now_online, d->ncpus) < 0)
 		return;
+	/* What an offline CPU left in its ring must reach the merger before the
+	 * CPU stops holding the release back. */
+	if (memcmp(now_online, d->online, d->ncpus * sizeof(*now_online)) != 0)
+		(void)ring_reader_drain(d->reader);
 	for (unsigned int cpu = 0; cpu < d->ncpus; cpu++) {
 		if (now_online[cpu] == d->online[cpu])
 			continue;
