@@ -1,0 +1,624 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#include "vmlinux_min.h"
+
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "tcptap_event.h"
+
+/*
+ * One program logic, three ways to attach it:
+ *   tracepoint: tp_btf/inet_sock_set_state, tp_btf/tcp_destroy_sock and the
+ *               syscalls:sys_exit_accept{,4} tracepoints;
+ *   fentry:     fentry/tcp_set_state, fentry/tcp_v4_destroy_sock, fexit/inet_csk_accept;
+ *   kprobe:     kprobe/tcp_set_state, kprobe/tcp_v4_destroy_sock, kretprobe/inet_csk_accept.
+ * tcptapd enables the programs of one backend before loading.
+ */
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define ECONNABORTED 103
+
+enum {
+	TCP_ESTABLISHED = 1,
+	TCP_SYN_SENT = 2,
+	TCP_SYN_RECV = 3,
+	TCP_CLOSE = 7,
+	TCP_CLOSE_WAIT = 8,
+};
+
+/* Life of a socket in the conns map, keyed by its struct sock address. */
+enum conn_phase {
+	PHASE_CONNECTING = 1,		/* SYN sent; owner is the connecting thread */
+	PHASE_PENDING_ACCEPT = 2,	/* passive open established, accept() not returned yet */
+	PHASE_LIVE = 3,			/* introduced by a connect or accept record */
+	PHASE_CLOSED_UNACCEPTED = 4,	/* closed while waiting in the accept queue */
+};
+
+struct conn_state {
+	struct tcptap_owner owner;
+	__u64 cookie;
+	__u32 phase;
+	__u32 pad;
+};
+
+/* Test-only knobs, set by tcptapd before load. With test_stall_ns == 0 (the
+ * default) the verifier removes the stall code as dead. */
+const volatile __u64 test_stall_ns = 0;
+const volatile __u32 test_stall_cpu = 0;
+const volatile __u32 test_stall_netns = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} events SEC(".maps");
+
+/* Event programs between taking a timestamp and writing their record on this
+ * CPU; see write_sync() for why the sync proof needs it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} inflight SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TCPTAP_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+/* max_entries is set by tcptapd before load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct conn_state);
+} conns SEC(".maps");
+
+/* Connections found by the start-up dump, keyed by socket cookie and written
+ * by tcptapd, so their close is reported with the dumped owner. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct tcptap_owner);
+} seeded SEC(".maps");
+
+static __always_inline void count(__u32 slot)
+{
+	__u64 *value = bpf_map_lookup_elem(&counters, &slot);
+
+	if (value)
+		__sync_fetch_and_add(value, 1);
+}
+
+static __always_inline __u64 *inflight_slot(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&inflight, &zero);
+}
+
+/*
+ * Increments must happen before the program reads the clock and decrements
+ * after its bpf_perf_event_output() returned; both are atomic instructions,
+ * which the compiler does not move across the helper calls around them.
+ */
+static __always_inline void inflight_enter(__u64 *slot)
+{
+	__sync_fetch_and_add(slot, 1);
+}
+
+static __always_inline void inflight_exit(__u64 *slot)
+{
+	__sync_fetch_and_sub(slot, 1);
+}
+
+static long stall_step(__u32 index, void *ctx)
+{
+	__u64 *deadline = ctx;
+
+	return bpf_ktime_get_ns() >= *deadline;
+}
+
+static __always_inline void test_stall(const struct tcptap_event *ev)
+{
+	__u64 deadline;
+
+	if (!test_stall_ns || ev->cpu != test_stall_cpu)
+		return;
+	if (test_stall_netns && ev->netns != test_stall_netns)
+		return;
+
+	deadline = bpf_ktime_get_ns() + test_stall_ns;
+	/* bpf_loop caps one call at 2^23 iterations; four calls cover stalls of
+	 * well over a second. */
+	for (int i = 0; i < 4; i++)
+		bpf_loop(1 << 23, stall_step, &deadline, 0);
+}
+
+static __always_inline void emit(void *ctx, struct tcptap_event *ev)
+{
+	ev->cpu = bpf_get_smp_processor_id();
+	test_stall(ev);
+	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, ev, sizeof(*ev)) < 0)
+		count(TCPTAP_CNT_OUTPUT_FAILED);
+}
+
+static __always_inline void fill_owner(struct tcptap_owner *owner)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	owner->pid = pid_tgid >> 32;
+	owner->tid = (__u32)pid_tgid;
+	owner->uid = (__u32)bpf_get_current_uid_gid();
+	owner->cgroup = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(owner->comm, sizeof(owner->comm));
+}
+
+static __always_inline void set_owner(struct tcptap_event *ev, const struct tcptap_owner *owner)
+{
+	ev->pid = owner->pid;
+	ev->tid = owner->tid;
+	ev->uid = owner->uid;
+	ev->cgroup = owner->cgroup;
+	__builtin_memcpy(ev->comm, owner->comm, sizeof(ev->comm));
+}
+
+static __always_inline bool ipv6_is_v4mapped(const struct in6_addr *a)
+{
+	return a->in6_u.u6_addr32[0] == 0 && a->in6_u.u6_addr32[1] == 0 &&
+	       a->in6_u.u6_addr32[2] == bpf_htonl(0xffff);
+}
+
+/* Endpoints, ports and namespace of sk. The addresses stay in network byte
+ * order; the ports are converted to host order here and nowhere else. */
+static __always_inline void fill_sock(struct tcptap_event *ev, struct sock *sk)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__be32 saddr4, daddr4;
+
+	/* The transition to CLOSE releases the local port before the
+	 * tracepoint runs, zeroing skc_num; inet_sport still holds it. */
+	ev->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (!ev->sport)
+		ev->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	ev->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	ev->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+
+	if (family == AF_INET6) {
+		struct in6_addr saddr6, daddr6;
+
+		BPF_CORE_READ_INTO(&saddr6, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&daddr6, sk, __sk_common.skc_v6_daddr);
+		if (!ipv6_is_v4mapped(&daddr6)) {
+			ev->family = TCPTAP_FAMILY_INET6;
+			__builtin_memcpy(ev->saddr_be, &saddr6, sizeof(saddr6));
+			__builtin_memcpy(ev->daddr_be, &daddr6, sizeof(daddr6));
+			return;
+		}
+		/* An IPv6 socket talking to an IPv4-mapped address is an IPv4
+		 * connection; the IPv4 fields of sock_common hold its ends. */
+	}
+
+	ev->family = TCPTAP_FAMILY_INET;
+	saddr4 = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+	daddr4 = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+	__builtin_memcpy(ev->saddr_be, &saddr4, sizeof(saddr4));
+	__builtin_memcpy(ev->daddr_be, &daddr4, sizeof(daddr4));
+}
+
+static __always_inline bool is_tcp_inet(struct sock *sk)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	if (family != AF_INET && family != AF_INET6)
+		return false;
+	return BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP;
+}
+
+static __always_inline __u64 read_cookie(struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+}
+
+/* Program flavors: TRACING programs (tp_btf, fentry) may call
+ * bpf_get_socket_cookie(), which assigns a cookie if the socket has none.
+ * kprobes can only read the cookie, which stays 0 until something asks for it.
+ * NOTE: with the kprobe backend, connections nobody generated a cookie for are
+ * reported with cookie 0. */
+#define GEN_COOKIE(sk, can_generate) ((can_generate) ? bpf_get_socket_cookie(sk) : read_cookie(sk))
+
+static __always_inline void on_connecting(struct sock *sk)
+{
+	struct conn_state state = { .phase = PHASE_CONNECTING };
+	__u64 key = (__u64)sk;
+
+	fill_owner(&state.owner);
+	if (bpf_map_update_elem(&conns, &key, &state, BPF_ANY))
+		count(TCPTAP_CNT_CONNECTING_MAP_FULL);
+}
+
+static __always_inline void on_connect_done(void *ctx, struct sock *sk, bool established,
+					    __u64 cookie)
+{
+	struct tcptap_event ev = {};
+	struct conn_state *state;
+	__u64 key = (__u64)sk;
+	__u64 *slot = inflight_slot();
+
+	if (!slot)
+		return;
+	inflight_enter(slot);
+
+	state = bpf_map_lookup_elem(&conns, &key);
+	if (state && state->phase == PHASE_CONNECTING) {
+		set_owner(&ev, &state->owner);
+	} else {
+		/* connect() was called before the programs were attached: the
+		 * current context is not necessarily the connecting process. */
+		count(TCPTAP_CNT_UNATTRIBUTED);
+	}
+
+	if (established) {
+		struct conn_state live = { .phase = PHASE_LIVE, .cookie = cookie };
+
+		if (state)
+			live.owner = state->owner;
+		if (bpf_map_update_elem(&conns, &key, &live, BPF_ANY))
+			count(TCPTAP_CNT_OWNER_MAP_FULL);
+		ev.type = TCPTAP_EV_CONNECT;
+	} else {
+		int err = BPF_CORE_READ(sk, sk_err);
+
+		bpf_map_delete_elem(&conns, &key);
+		ev.type = TCPTAP_EV_CONNECT_FAILED;
+		/* sk_err is 0 when the application closed or disconnected the
+		 * socket before the handshake finished. */
+		ev.error = err ? err : ECONNABORTED;
+	}
+
+	ev.cookie = cookie;
+	fill_sock(&ev, sk);
+	ev.ts_ns = bpf_ktime_get_ns();
+	emit(ctx, &ev);
+	inflight_exit(slot);
+}
+
+static __always_inline void on_passive_established(struct sock *sk, __u64 cookie)
+{
+	struct conn_state state = { .phase = PHASE_PENDING_ACCEPT, .cookie = cookie };
+	__u64 key = (__u64)sk;
+
+	if (bpf_map_update_elem(&conns, &key, &state, BPF_ANY))
+		count(TCPTAP_CNT_OWNER_MAP_FULL);
+}
+
+/*
+ * An introduced connection left ESTABLISHED/CLOSE_WAIT. The state of a socket
+ * that still waits in the accept queue is moved to CLOSED_UNACCEPTED with a
+ * compare-and-swap that races only with on_accepted()'s PENDING -> LIVE swap:
+ * exactly one of the two wins, so the close is reported either here or by
+ * on_accepted(), never twice and never before its accept. The timestamp is
+ * taken after the swap, so it is later than the accept record's timestamp,
+ * which on_accepted() takes before its own swap.
+ */
+static __always_inline void on_closed(void *ctx, struct sock *sk)
+{
+	struct tcptap_event ev = { .type = TCPTAP_EV_CLOSE };
+	struct conn_state *state;
+	struct tcptap_owner *seed;
+	__u64 key = (__u64)sk;
+	__u64 *slot = inflight_slot();
+	__u64 cookie;
+
+	if (!slot)
+		return;
+	inflight_enter(slot);
+
+	state = bpf_map_lookup_elem(&conns, &key);
+	if (state) {
+		if (state->phase == PHASE_PENDING_ACCEPT &&
+		    __sync_val_compare_and_swap(&state->phase, PHASE_PENDING_ACCEPT,
+						PHASE_CLOSED_UNACCEPTED) == PHASE_PENDING_ACCEPT)
+			goto out;
+		if (state->phase != PHASE_LIVE)
+			goto out;
+		set_owner(&ev, &state->owner);
+		ev.cookie = state->cookie;
+		if (bpf_map_delete_elem(&conns, &key))
+			goto out;
+		goto output;
+	}
+
+	cookie = read_cookie(sk);
+	if (!cookie)
+		goto out;
+	seed = bpf_map_lookup_elem(&seeded, &cookie);
+	if (!seed)
+		goto out;
+	set_owner(&ev, seed);
+	ev.cookie = cookie;
+	if (bpf_map_delete_elem(&seeded, &cookie))
+		goto out;
+
+output:
+	fill_sock(&ev, sk);
+	ev.ts_ns = bpf_ktime_get_ns();
+	emit(ctx, &ev);
+out:
+	inflight_exit(slot);
+}
+
+static __always_inline void on_state_change(void *ctx, struct sock *sk, int oldstate,
+					    int newstate, bool can_generate_cookie)
+{
+	if (!is_tcp_inet(sk))
+		return;
+
+	if (newstate == TCP_SYN_SENT) {
+		on_connecting(sk);
+		return;
+	}
+	if (oldstate == TCP_SYN_SENT) {
+		bool established = newstate == TCP_ESTABLISHED;
+
+		on_connect_done(ctx, sk, established, GEN_COOKIE(sk, can_generate_cookie));
+		return;
+	}
+	if (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED) {
+		on_passive_established(sk, GEN_COOKIE(sk, can_generate_cookie));
+		return;
+	}
+	if ((oldstate == TCP_ESTABLISHED || oldstate == TCP_CLOSE_WAIT) &&
+	    newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE_WAIT)
+		on_closed(ctx, sk);
+}
+
+/*
+ * accept() returned sk to the current process. Runs in process context, so
+ * the current task is the accepting one.
+ */
+static __always_inline void on_accepted(void *ctx, struct sock *sk)
+{
+	struct tcptap_event ev = { .type = TCPTAP_EV_ACCEPT };
+	struct conn_state *state;
+	struct tcptap_owner owner;
+	__u64 key = (__u64)sk;
+	__u64 *slot;
+	bool closed = false;
+
+	if (!sk || !is_tcp_inet(sk))
+		return;
+	slot = inflight_slot();
+	if (!slot)
+		return;
+	inflight_enter(slot);
+
+	ev.ts_ns = bpf_ktime_get_ns();
+	fill_owner(&owner);
+	state = bpf_map_lookup_elem(&conns, &key);
+	if (state) {
+		__u32 old;
+
+		if (state->phase != PHASE_PENDING_ACCEPT && state->phase != PHASE_CLOSED_UNACCEPTED)
+			goto out;
+		/* Written before the swap that publishes it to on_closed(). */
+		state->owner = owner;
+		ev.cookie = state->cookie;
+		old = __sync_val_compare_and_swap(&state->phase, PHASE_PENDING_ACCEPT, PHASE_LIVE);
+		if (old == PHASE_CLOSED_UNACCEPTED) {
+			closed = bpf_map_delete_elem(&conns, &key) == 0;
+			if (!closed)
+				goto out;
+		} else if (old != PHASE_PENDING_ACCEPT) {
+			goto out;
+		}
+	} else {
+		/* Established before the programs were attached. NOTE: if this
+		 * connection closes concurrently with this accept, the close can
+		 * be missed; the window is a few instructions wide. */
+		struct conn_state live = { .owner = owner, .phase = PHASE_LIVE };
+		unsigned char skstate;
+
+		live.cookie = read_cookie(sk);
+		ev.cookie = live.cookie;
+		if (bpf_map_update_elem(&conns, &key, &live, BPF_NOEXIST))
+			count(TCPTAP_CNT_OWNER_MAP_FULL);
+		skstate = BPF_CORE_READ(sk, __sk_common.skc_state);
+		if (skstate != TCP_ESTABLISHED && skstate != TCP_CLOSE_WAIT)
+			closed = bpf_map_delete_elem(&conns, &key) == 0;
+	}
+
+	set_owner(&ev, &owner);
+	fill_sock(&ev, sk);
+	emit(ctx, &ev);
+	if (closed) {
+		ev.type = TCPTAP_EV_CLOSE;
+		ev.ts_ns = bpf_ktime_get_ns();
+		emit(ctx, &ev);
+	}
+out:
+	inflight_exit(slot);
+}
+
+static __always_inline void on_destroy(struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	__u64 cookie;
+
+	/* Drops what a socket that was never accepted left behind. */
+	bpf_map_delete_elem(&conns, &key);
+	cookie = read_cookie(sk);
+	if (cookie)
+		bpf_map_delete_elem(&seeded, &cookie);
+}
+
+/* Map the fd accept() returned to its struct sock through the current
+ * task's file table. */
+static __always_inline struct sock *sock_from_fd(long fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds;
+	struct file *file;
+	struct socket *sock;
+
+	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return 0;
+	sock = BPF_CORE_READ(file, private_data);
+	if (!sock)
+		return 0;
+	return BPF_CORE_READ(sock, sk);
+}
+
+/* ---- sync records ---- */
+
+/*
+ * Why a sync record with inflight == 0 proves CPU N's frontier:
+ * an event program on CPU N increments CPU N's inflight counter before it
+ * reads the clock and decrements it after its record is in CPU N's ring; BPF
+ * programs run with migration disabled, so all of it happens on CPU N.
+ * write_sync() reads the clock first and the counter second. Take an event E
+ * on CPU N with timestamp t < the sync's timestamp s: CLOCK_MONOTONIC does
+ * not go back, so E read the clock before the sync did, and E incremented the
+ * counter before that, so before the sync read the counter. If E had not
+ * decremented yet the sync reads at least 1 and proves nothing; otherwise E's
+ * record is already in the ring ahead of the sync record. The argument uses
+ * only the order of steps on CPU N, so it holds for nested programs (softirq
+ * work inside a task-context program, a perf_event sync inside an event
+ * program: those syncs read a count above 0) and for preemption or a vCPU
+ * stall between any two steps, which only keep the counter above 0 longer.
+ * The merger's comment next to its release rule gives the other half.
+ */
+static __always_inline int write_sync(void *ctx)
+{
+	struct tcptap_event ev = { .type = TCPTAP_EV_SYNC };
+	__u64 *slot = inflight_slot();
+
+	if (!slot)
+		return 0;
+	ev.ts_ns = bpf_ktime_get_ns();
+	ev.inflight = *(volatile __u64 *)slot;
+	ev.cpu = bpf_get_smp_processor_id();
+	if (ev.inflight)
+		count(TCPTAP_CNT_SYNC_BUSY);
+	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &ev, sizeof(ev)) < 0)
+		count(TCPTAP_CNT_OUTPUT_FAILED);
+	return 0;
+}
+
+/*
+ * Periodic sync: attached by tcptapd to one CPU-clock software perf event per
+ * CPU, which fires at the set period on idle and busy CPUs alike.
+ */
+SEC("perf_event")
+int tcptap_sync_timer(void *ctx)
+{
+	return write_sync(ctx);
+}
+
+/*
+ * On-demand sync: never attached; tcptapd runs it with BPF_PROG_TEST_RUN and
+ * BPF_F_TEST_RUN_ON_CPU, which executes it on the chosen CPU, so the record
+ * lands in that CPU's ring before the syscall returns.
+ */
+SEC("raw_tp")
+int tcptap_sync_now(void *ctx)
+{
+	return write_sync(ctx);
+}
+
+/* ---- tracepoint backend ---- */
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tp_state, struct sock *sk, int oldstate, int newstate)
+{
+	on_state_change(ctx, sk, oldstate, newstate, true);
+	return 0;
+}
+
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(tp_destroy, struct sock *sk)
+{
+	on_destroy(sk);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int tp_accept4_exit(struct syscall_exit_ctx *ctx)
+{
+	if (ctx->ret >= 0)
+		on_accepted(ctx, sock_from_fd(ctx->ret));
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int tp_accept_exit(struct syscall_exit_ctx *ctx)
+{
+	if (ctx->ret >= 0)
+		on_accepted(ctx, sock_from_fd(ctx->ret));
+	return 0;
+}
+
+/* ---- fentry backend ---- */
+
+SEC("fentry/tcp_set_state")
+int BPF_PROG(fentry_state, struct sock *sk, int newstate)
+{
+	on_state_change(ctx, sk, BPF_CORE_READ(sk, __sk_common.skc_state), newstate, true);
+	return 0;
+}
+
+SEC("fentry/tcp_v4_destroy_sock")
+int BPF_PROG(fentry_destroy, struct sock *sk)
+{
+	on_destroy(sk);
+	return 0;
+}
+
+/* inet_csk_accept() has two arguments since Linux 6.10 and four before, so
+ * the return value is read with bpf_get_func_ret() rather than by position. */
+SEC("fexit/inet_csk_accept")
+int fexit_accept(void *ctx)
+{
+	__u64 ret = 0;
+
+	bpf_get_func_ret(ctx, &ret);
+	on_accepted(ctx, (struct sock *)ret);
+	return 0;
+}
+
+/* ---- kprobe backend ---- */
+
+SEC("kprobe/tcp_set_state")
+int BPF_KPROBE(kprobe_state, struct sock *sk, int newstate)
+{
+	on_state_change(ctx, sk, BPF_CORE_READ(sk, __sk_common.skc_state), newstate, false);
+	return 0;
+}
+
+SEC("kprobe/tcp_v4_destroy_sock")
+int BPF_KPROBE(kprobe_destroy, struct sock *sk)
+{
+	on_destroy(sk);
+	return 0;
+}
+
+SEC("kretprobe/inet_csk_accept")
+int BPF_KRETPROBE(kprobe_accept_ret, struct sock *sk)
+{
+	on_accepted(ctx, sk);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

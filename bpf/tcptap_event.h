@@ -29,7 +29,8 @@ enum tcptap_bpf_counter {
 	TCPTAP_CNT_OWNER_MAP_FULL = 1,	/* introduced connection not tracked: close would be missed */
 	TCPTAP_CNT_CONNECTING_MAP_FULL = 2, /* connecting socket not tracked: connect unattributed */
 	TCPTAP_CNT_SYNC_BUSY = 3,	/* sync written while an event program was in flight */
-	TCPTAP_CNT_MAX = 4,
+	TCPTAP_CNT_UNATTRIBUTED = 4,	/* connect seen without its connect() call: pid 0 */
+	TCPTAP_CNT_MAX = 5,
 };
 
 #define TCPTAP_COMM_LEN 16

@@ -1,1 +1,604 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "merger.h"
+
+#define MERGER_INITIAL_CAPACITY 256
+
+/* A held record and its push order, which breaks ties between equal ts_ns. */
+struct merger_entry {
+	uint64_t arrival;
+	struct record r;
+};
+
+/* A growable array of entries: the binary min-heap of held records, or the late records. */
+struct merger_array {
+	struct merger_entry *entries;
+	size_t len;
+	size_t capacity;
+};
+
+struct merger_cpu {
+	bool online;
+	bool online_since_known;	/* false until the first release for CPUs online from the start */
+	bool has_frontier;
+	bool stalled;
+	bool has_pushed;
+	uint64_t online_since_ns;
+	uint64_t frontier_ns;		/* ts_ns of the newest sync with inflight == 0 */
+	uint64_t stall_floor_ns;	/* now - max_hold at the last release, while stalled */
+	uint64_t newest_pushed_ts;	/* max ts_ns pushed from this CPU */
+	uint64_t events;
+	uint64_t syncs;
+	uint64_t syncs_busy;
+	uint64_t stalls;
+	uint64_t late;
+	uint64_t lost;
+};
+
+struct merger {
+	struct merger_config cfg;
+	struct merger_cpu *cpus;
+	struct merger_array heap;	/* in-order records, min-heap by (ts_ns, arrival) */
+	struct merger_array late;	/* late records, released first at the next release */
+	uint64_t next_arrival;
+	uint64_t watermark_ns;
+	uint64_t released;
+	uint64_t forced;
+	uint64_t last_released_ts;
+};
+
+int merger_new(const struct merger_config *cfg, struct merger **ret_merger)
+{
+	struct merger *m;
+
+	assert(cfg);
+	assert(ret_merger);
+
+	if (cfg->ncpus == 0 || cfg->max_pending == 0)
+		return -EINVAL;
+	if (cfg->rule != MERGER_RULE_SYNC && cfg->rule != MERGER_RULE_CLOCK)
+		return -EINVAL;
+
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+
+	m->cfg = *cfg;
+	m->cpus = calloc(cfg->ncpus, sizeof(*m->cpus));
+	if (!m->cpus) {
+		free(m);
+		return -ENOMEM;
+	}
+
+	for (unsigned int i = 0; i < cfg->ncpus; i++)
+		m->cpus[i].online = true;
+
+	*ret_merger = m;
+	return 0;
+}
+
+void merger_free(struct merger *m)
+{
+	if (!m)
+		return;
+
+	free(m->heap.entries);
+	free(m->late.entries);
+	free(m->cpus);
+	free(m);
+}
+
+static int merger_array_reserve(struct merger_array *a)
+{
+	struct merger_entry *entries;
+	size_t capacity;
+
+	if (a->len < a->capacity)
+		return 0;
+
+	capacity = a->capacity ? a->capacity * 2 : MERGER_INITIAL_CAPACITY;
+	if (capacity < a->capacity || capacity > SIZE_MAX / sizeof(*entries))
+		return -ENOMEM;
+
+	entries = realloc(a->entries, capacity * sizeof(*entries));
+	if (!entries)
+		return -ENOMEM;
+
+	a->entries = entries;
+	a->capacity = capacity;
+	return 0;
+}
+
+static bool merger_entry_before(const struct merger_entry *a, const struct merger_entry *b)
+{
+	if (a->r.ev.ts_ns != b->r.ev.ts_ns)
+		return a->r.ev.ts_ns < b->r.ev.ts_ns;
+	return a->arrival < b->arrival;
+}
+
+/* Sift a hole up from the end instead of swapping, so each level copies one entry. */
+static int merger_heap_insert(struct merger_array *h, const struct merger_entry *e)
+{
+	size_t i;
+	int r;
+
+	r = merger_array_reserve(h);
+	if (r < 0)
+		return r;
+
+	i = h->len++;
+	while (i > 0) {
+		size_t parent = (i - 1) / 2;
+
+		if (!merger_entry_before(e, &h->entries[parent]))
+			break;
+		h->entries[i] = h->entries[parent];
+		i = parent;
+	}
+	h->entries[i] = *e;
+	return 0;
+}
+
+static void merger_heap_pop(struct merger_array *h, struct merger_entry *ret_top)
+{
+	struct merger_entry *last;
+	size_t i = 0;
+
+	assert(h->len > 0);
+
+	*ret_top = h->entries[0];
+	h->len--;
+	if (h->len == 0)
+		return;
+
+	last = &h->entries[h->len];
+	for (;;) {
+		size_t child = 2 * i + 1;
+
+		if (child >= h->len)
+			break;
+		if (child + 1 < h->len && merger_entry_before(&h->entries[child + 1],
+							       &h->entries[child]))
+			child++;
+		if (!merger_entry_before(&h->entries[child], last))
+			break;
+		h->entries[i] = h->entries[child];
+		i = child;
+	}
+	h->entries[i] = *last;
+}
+
+static int merger_enqueue(struct merger *m, const struct record *r)
+{
+	struct merger_entry e = {
+		.arrival = m->next_arrival,
+		.r = *r,
+	};
+	int ret;
+
+	/* Equal to the newest released ts_ns is still in order: the contract is
+	 * non-decreasing ts_ns. */
+	e.r.late = r->ev.ts_ns < m->last_released_ts;
+	if (e.r.late) {
+		ret = merger_array_reserve(&m->late);
+		if (ret < 0)
+			return ret;
+		m->late.entries[m->late.len++] = e;
+	} else {
+		ret = merger_heap_insert(&m->heap, &e);
+		if (ret < 0)
+			return ret;
+	}
+
+	m->next_arrival++;
+	return 0;
+}
+
+int merger_push(struct merger *m, const struct record *r)
+{
+	struct merger_cpu *c;
+	int ret;
+
+	assert(m);
+	assert(r);
+
+	if (r->ev.cpu >= m->cfg.ncpus)
+		return -EINVAL;
+	if (r->ev.type == TCPTAP_EV_SYNC || r->ev.type == RECORD_LOST)
+		return -EINVAL;
+
+	ret = merger_enqueue(m, r);
+	if (ret < 0)
+		return ret;
+
+	c = &m->cpus[r->ev.cpu];
+	c->events++;
+	if (!c->has_pushed || r->ev.ts_ns > c->newest_pushed_ts) {
+		c->newest_pushed_ts = r->ev.ts_ns;
+		c->has_pushed = true;
+	}
+	return 0;
+}
+
+int merger_push_sync(struct merger *m, unsigned int cpu, uint64_t ts_ns, uint32_t inflight)
+{
+	struct merger_cpu *c;
+
+	assert(m);
+
+	if (cpu >= m->cfg.ncpus)
+		return -EINVAL;
+
+	c = &m->cpus[cpu];
+	c->syncs++;
+	if (inflight > 0) {
+		c->syncs_busy++;
+		return 0;
+	}
+
+	/* Syncs of one ring arrive in ring order, but nesting can put a sync
+	 * with an older ts_ns behind a newer one. A frontier never moves back. */
+	if (!c->has_frontier || ts_ns > c->frontier_ns) {
+		c->frontier_ns = ts_ns;
+		c->has_frontier = true;
+	}
+	return 0;
+}
+
+int merger_push_lost(struct merger *m, unsigned int cpu, uint64_t count)
+{
+	struct merger_cpu *c;
+	struct record r = {};
+	int ret;
+
+	assert(m);
+
+	if (cpu >= m->cfg.ncpus || count == 0)
+		return -EINVAL;
+
+	/* The samples were dropped after the newest record that made it through
+	 * this ring. Placing the marker there, or at the newest released record
+	 * if that is newer, keeps it in order and never late. */
+	c = &m->cpus[cpu];
+	r.ev.type = RECORD_LOST;
+	r.ev.cpu = cpu;
+	r.lost_count = count;
+	r.ev.ts_ns = m->last_released_ts;
+	if (c->has_pushed && c->newest_pushed_ts > r.ev.ts_ns)
+		r.ev.ts_ns = c->newest_pushed_ts;
+
+	ret = merger_enqueue(m, &r);
+	if (ret < 0)
+		return ret;
+
+	c->lost += count;
+	return 0;
+}
+
+static uint64_t merger_cpu_lag(const struct merger_cpu *c, uint64_t now_ns)
+{
+	uint64_t base = c->has_frontier ? c->frontier_ns : c->online_since_ns;
+
+	return now_ns > base ? now_ns - base : 0;
+}
+
+int merger_set_online(struct merger *m, unsigned int cpu, bool online, uint64_t now_ns)
+{
+	struct merger_cpu *c;
+
+	assert(m);
+
+	if (cpu >= m->cfg.ncpus)
+		return -EINVAL;
+
+	c = &m->cpus[cpu];
+	if (c->online == online)
+		return 0;
+
+	if (!online) {
+		if (c->stalled) {
+			c->stalled = false;
+			if (m->cfg.on_stall)
+				m->cfg.on_stall(cpu, false, merger_cpu_lag(c, now_ns), m->cfg.userdata);
+		}
+		c->online = false;
+		return 0;
+	}
+
+	c->online = true;
+	c->online_since_known = true;
+	c->online_since_ns = now_ns;
+	c->has_frontier = false;
+	return 0;
+}
+
+void merger_set_watermark(struct merger *m, uint64_t clock_ns)
+{
+	assert(m);
+
+	if (clock_ns > m->watermark_ns)
+		m->watermark_ns = clock_ns;
+}
+
+/*
+ * Why releasing up to the minimum frontier keeps the stream in order.
+ *
+ * Protocol on the BPF side. An event program on CPU n increments n's in-flight
+ * counter, reads the clock for its ts_ns, writes its record into n's ring and
+ * decrements the counter, in that order. A sync program on n reads the clock
+ * for its ts_ns, then reads the counter, then writes both into n's ring. All of
+ * it runs on n: BPF programs cannot migrate, and the counter is per CPU.
+ *
+ * Claim: a sync S of CPU n with inflight == 0 proves that every event record E
+ * of n with E.ts < S.ts is ahead of S in n's ring.
+ * Proof: CLOCK_MONOTONIC does not go back, so E.ts < S.ts means E read the
+ * clock before S did. E incremented the counter before that, so before S read
+ * the counter. If E had not decremented yet, S would have read at least 1.
+ * So E had decremented, which it does after writing its record, and S writes
+ * after its read. E reserved its place in the ring first.
+ *
+ * The proof uses only the order of steps on CPU n, so it holds however E and
+ * S interleave. E may be a softirq program nested inside a task-context
+ * program, or S nested inside E: then S reads at least 1 and proves nothing.
+ * Many program types run with only migration disabled, so a task-context
+ * program can be preempted between any two steps by another task that runs
+ * programs on the same CPU, and a vCPU can stall for tens of milliseconds
+ * between E's clock read and its write. Both only keep the counter above 0
+ * for longer, which makes syncs busy and the CPU's frontier fall behind.
+ *
+ * The order inside the sync matters. If S read the counter first and the
+ * clock second, an event could start between the two, read the clock before
+ * S, be preempted before writing, and land behind S with E.ts < S.ts. That
+ * order is sound only if nothing can preempt S between its two reads, so
+ * that such an E runs to completion inside S.
+ *
+ * Equal timestamps: E.ts == S.ts is not covered, and such an E may come after
+ * S. Releasing up to S.ts inclusive is still safe, because E is then equal to
+ * the newest released ts_ns, not older, and the contract is non-decreasing.
+ *
+ * Release: F is the minimum over online CPUs of their frontier. Every record
+ * with ts_ns < F from any online CPU was pushed already, so every record
+ * pushed from now on has ts_ns >= F. The heap releases in (ts_ns, arrival)
+ * order up to F, so the output never decreases, and a later record can be
+ * older than a released one only if the proof did not cover it. Those are
+ * the cases below, and each such record is marked late instead of being
+ * reordered.
+ *
+ * Offline CPUs run no programs and write nothing, so they hold nothing back.
+ * The caller pushes what is left in an offline CPU's ring before marking it
+ * offline. A CPU coming back has no frontier, because its old one says
+ * nothing about what it writes now, and it holds everything back until it
+ * syncs or stalls.
+ *
+ * Stalled CPUs: a CPU whose frontier lags more than max_hold gets now -
+ * max_hold instead. That is a bound on waiting, not a proof: a record of the
+ * stalled CPU older than that can still arrive, and it comes out late.
+ */
+static bool merger_cpu_effective_frontier(const struct merger_cpu *c, uint64_t *ret_frontier)
+{
+	uint64_t f;
+
+	if (!c->stalled) {
+		if (!c->has_frontier)
+			return false;
+		*ret_frontier = c->frontier_ns;
+		return true;
+	}
+
+	f = c->stall_floor_ns;
+	if (c->has_frontier && c->frontier_ns > f)
+		f = c->frontier_ns;
+	*ret_frontier = f;
+	return true;
+}
+
+/* Open or close stall episodes at now_ns. */
+static void merger_update_stalls(struct merger *m, uint64_t now_ns)
+{
+	uint64_t floor = now_ns > m->cfg.max_hold_ns ? now_ns - m->cfg.max_hold_ns : 0;
+
+	for (unsigned int i = 0; i < m->cfg.ncpus; i++) {
+		struct merger_cpu *c = &m->cpus[i];
+		uint64_t lag;
+
+		if (!c->online)
+			continue;
+		if (!c->online_since_known) {
+			c->online_since_ns = now_ns;
+			c->online_since_known = true;
+		}
+
+		lag = merger_cpu_lag(c, now_ns);
+		if (lag > m->cfg.max_hold_ns) {
+			c->stall_floor_ns = floor;
+			if (c->stalled)
+				continue;
+			c->stalled = true;
+			c->stalls++;
+			if (m->cfg.on_stall)
+				m->cfg.on_stall(i, true, lag, m->cfg.userdata);
+		} else if (c->stalled) {
+			c->stalled = false;
+			if (m->cfg.on_stall)
+				m->cfg.on_stall(i, false, lag, m->cfg.userdata);
+		}
+	}
+}
+
+/* Compute the sync rule's release limit. Returns false while an online CPU without a
+ * frontier holds everything back. */
+static bool merger_sync_limit(const struct merger *m, uint64_t *ret_limit)
+{
+	uint64_t limit = UINT64_MAX;
+
+	for (unsigned int i = 0; i < m->cfg.ncpus; i++) {
+		const struct merger_cpu *c = &m->cpus[i];
+		uint64_t f;
+
+		if (!c->online)
+			continue;
+		if (!merger_cpu_effective_frontier(c, &f))
+			return false;
+		if (f < limit)
+			limit = f;
+	}
+
+	*ret_limit = limit;
+	return true;
+}
+
+static int merger_entry_compare(const void *a, const void *b)
+{
+	const struct merger_entry *x = a, *y = b;
+
+	if (merger_entry_before(x, y))
+		return -1;
+	if (merger_entry_before(y, x))
+		return 1;
+	return 0;
+}
+
+/* Release the late records, oldest first. They are already behind the stream and holding them
+ * longer would only make them later. */
+static size_t merger_release_late(struct merger *m, merger_emit_fn emit, void *userdata)
+{
+	size_t n = m->late.len;
+
+	if (n == 0)
+		return 0;
+
+	qsort(m->late.entries, n, sizeof(m->late.entries[0]), merger_entry_compare);
+	for (size_t i = 0; i < n; i++) {
+		const struct record *r = &m->late.entries[i].r;
+
+		m->cpus[r->ev.cpu].late++;
+		emit(r, userdata);
+	}
+
+	m->late.len = 0;
+	m->released += n;
+	return n;
+}
+
+static void merger_release_top(struct merger *m, merger_emit_fn emit, void *userdata)
+{
+	struct merger_entry top;
+
+	merger_heap_pop(&m->heap, &top);
+	m->last_released_ts = top.r.ev.ts_ns;
+	m->released++;
+	emit(&top.r, userdata);
+}
+
+size_t merger_release(struct merger *m, uint64_t now_ns, merger_emit_fn emit, void *userdata)
+{
+	uint64_t limit = 0;
+	bool has_limit;
+	size_t n;
+
+	assert(m);
+	assert(emit);
+
+	n = merger_release_late(m, emit, userdata);
+
+	if (m->cfg.rule == MERGER_RULE_SYNC) {
+		merger_update_stalls(m, now_ns);
+		has_limit = merger_sync_limit(m, &limit);
+	} else {
+		limit = m->watermark_ns;
+		has_limit = true;
+	}
+
+	while (has_limit && m->heap.len > 0 && m->heap.entries[0].r.ev.ts_ns <= limit) {
+		merger_release_top(m, emit, userdata);
+		n++;
+	}
+
+	while (m->heap.len > m->cfg.max_pending) {
+		merger_release_top(m, emit, userdata);
+		m->forced++;
+		n++;
+	}
+
+	return n;
+}
+
+size_t merger_cpus_behind(const struct merger *m, unsigned int *ret_cpus, size_t size)
+{
+	uint64_t oldest;
+	size_t n = 0;
+
+	assert(m);
+	assert(ret_cpus || size == 0);
+
+	if (m->heap.len == 0)
+		return 0;
+
+	oldest = m->heap.entries[0].r.ev.ts_ns;
+	for (unsigned int i = 0; i < m->cfg.ncpus && n < size; i++) {
+		const struct merger_cpu *c = &m->cpus[i];
+		uint64_t f;
+
+		if (!c->online)
+			continue;
+		if (merger_cpu_effective_frontier(c, &f) && f >= oldest)
+			continue;
+		ret_cpus[n++] = i;
+	}
+
+	return n;
+}
+
+int merger_cpu_stats(const struct merger *m, unsigned int cpu, uint64_t now_ns,
+		     struct merger_cpu_stats *ret_stats)
+{
+	const struct merger_cpu *c;
+
+	assert(m);
+	assert(ret_stats);
+
+	if (cpu >= m->cfg.ncpus)
+		return -EINVAL;
+
+	c = &m->cpus[cpu];
+	*ret_stats = (struct merger_cpu_stats) {
+		.online = c->online,
+		.stalled = c->stalled,
+		.has_frontier = c->has_frontier,
+		.frontier_ns = c->frontier_ns,
+		.lag_ns = c->online && (c->has_frontier || c->online_since_known) ?
+			  merger_cpu_lag(c, now_ns) : 0,
+		.events = c->events,
+		.syncs = c->syncs,
+		.syncs_busy = c->syncs_busy,
+		.stalls = c->stalls,
+		.late = c->late,
+		.lost = c->lost,
+	};
+	return 0;
+}
+
+void merger_get_stats(const struct merger *m, struct merger_stats *ret_stats)
+{
+	assert(m);
+	assert(ret_stats);
+
+	*ret_stats = (struct merger_stats) {
+		.pending = m->heap.len + m->late.len,
+		.released = m->released,
+		.forced = m->forced,
+		.last_released_ts = m->last_released_ts,
+	};
+}
+
+void merger_foreach_pending(const struct merger *m, merger_emit_fn visit, void *userdata)
+{
+	for (size_t i = 0; i < m->late.len; i++)
+		visit(&m->late.entries[i].r, userdata);
+	for (size_t i = 0; i < m->heap.len; i++)
+		visit(&m->heap.entries[i].r, userdata);
+}

@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#ifndef TCPTAP_LOADER_H
+#define TCPTAP_LOADER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <linux/types.h>
+
+#include "../bpf/tcptap_event.h"
+
+/* Opens, configures, loads and attaches the BPF programs of one backend, and
+ * owns the per-CPU sync perf events. */
+
+enum backend {
+	BACKEND_AUTO = 0,
+	BACKEND_TRACEPOINT = 1,
+	BACKEND_FENTRY = 2,
+	BACKEND_KPROBE = 3,
+};
+
+struct loader_config {
+	enum backend backend;
+	uint32_t conn_map_entries;	/* sockets tracked in the kernel at once */
+	uint64_t sync_interval_ns;	/* period of the per-CPU sync perf events */
+	/* test only: busy-wait between timestamp and output, see tcptap.bpf.c */
+	uint64_t test_stall_ns;
+	uint32_t test_stall_cpu;
+	uint32_t test_stall_netns;
+};
+
+struct loader;
+
+int backend_from_string(const char *s, enum backend *ret_backend);
+const char *backend_to_string(enum backend b);
+
+/* Choose, load and attach. With BACKEND_AUTO every backend is probed and the
+ * reasons for each verdict are logged at notice level. */
+int loader_open(const struct loader_config *cfg, struct loader **ret_loader);
+void loader_free(struct loader *l);
+
+enum backend loader_backend(const struct loader *l);
+int loader_events_fd(const struct loader *l);
+int loader_seeded_fd(const struct loader *l);
+
+/* (Re)attach the periodic sync perf event of cpu, e.g. after it came online. */
+int loader_attach_sync(struct loader *l, unsigned int cpu);
+void loader_detach_sync(struct loader *l, unsigned int cpu);
+
+/* Write a sync record into cpu's ring now (BPF_PROG_TEST_RUN on that CPU). */
+int loader_sync_now(struct loader *l, unsigned int cpu);
+
+/* Sum over CPUs of the BPF side's counters (enum tcptap_bpf_counter). */
+int loader_read_counters(const struct loader *l, uint64_t ret_totals[TCPTAP_CNT_MAX]);
+
+/* Runs of the event programs the kernel skipped because one was already
+ * running on that CPU (bpf_prog_info.recursion_misses, Linux 5.12+). */
+uint64_t loader_recursion_misses(const struct loader *l);
+
+#endif /* TCPTAP_LOADER_H */

@@ -1,0 +1,21 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#ifndef TCPTAP_SD_GLUE_H
+#define TCPTAP_SD_GLUE_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+/* systemd integration: socket activation, readiness and status notification.
+ * Every call is harmless when tcptapd does not run under systemd. */
+
+/* Return the listening socket passed by systemd (LISTEN_FDS) if there is
+ * one, else create, bind and listen on path: its directory is created with
+ * mode 0755, the socket gets mode 0660 and, if the group exists, group
+ * group_name. *ret_activated tells which of the two happened. */
+int sd_glue_listen(const char *path, const char *group_name, int *ret_fd, bool *ret_activated);
+
+void sd_glue_notify_ready(const char *status);
+void sd_glue_notify_status(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void sd_glue_notify_stopping(void);
+
+#endif /* TCPTAP_SD_GLUE_H */

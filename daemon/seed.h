@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#ifndef TCPTAP_SEED_H
+#define TCPTAP_SEED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <linux/types.h>
+
+#include "../bpf/tcptap_event.h"
+
+/*
+ * Enumeration of the TCP connections that exist when tcptapd starts, in every
+ * network namespace of the host, through NETLINK_SOCK_DIAG (inet_diag).
+ * Namespaces are found under /proc/<pid>/ns/net and /run/netns/.
+ */
+
+struct seed_conn {
+	struct tcptap_event ev;		/* family, addresses, ports, netns, cookie, uid */
+	uint32_t inode;			/* socket inode, for the owner lookup */
+};
+
+struct seed_list {
+	struct seed_conn *items;
+	size_t count;
+	size_t capacity;
+	unsigned int namespaces;	/* distinct network namespaces dumped */
+	unsigned int failed_namespaces;	/* namespaces that could not be entered or dumped */
+};
+
+/* Dump the ESTABLISHED and CLOSE_WAIT TCP sockets of every network namespace
+ * that have a socket inode (accepted or connected; a connection still in an
+ * accept queue is introduced by its accept record instead). */
+int seed_dump_all(struct seed_list *list);
+
+/* Fill pid, tid, comm and cgroup of each entry from the process that holds its
+ * socket inode, as found in /proc/<pid>/fd. Entries without a holder keep
+ * pid 0. Returns how many entries were attributed. */
+size_t seed_attribute(struct seed_list *list);
+
+/* After seed_sort_by_cookie(), seed_find_cookie() returns 1 if cookie is in
+ * list and 0 if not. */
+void seed_sort_by_cookie(struct seed_list *list);
+int seed_find_cookie(const struct seed_list *list, uint64_t cookie);
+
+void seed_list_clear(struct seed_list *list);
+
+#endif /* TCPTAP_SEED_H */
