@@ -18,7 +18,8 @@
  * object is then checked field by field.
  */
 
-/* Object and array nesting a request may use; a valid one needs 3. */
+/* json-c's parser stack depth: it allows one level less of nested objects and
+ * arrays, so 7. A valid request needs 3. */
 #define REQUEST_MAX_DEPTH 8
 /* Every distinct key takes at least 4 bytes of the line ("k":0,). */
 #define REQUEST_MAX_KEYS (REQUEST_MAX_BYTES / 4)

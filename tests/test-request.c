@@ -165,6 +165,9 @@ static const struct {
 	{ "{\"filter\":{\"pid\":01}}", "invalid JSON at byte 19: number expected" },
 	{ "{\"command\":\"\xff\"}", "invalid JSON at byte 12: invalid utf-8 string" },
 	{ "{\"filter\":{\"types\":[[[[[[[[1]]]]]]]]}}", "invalid JSON at byte 25: nesting too deep" },
+	/* Seven levels parse, so the semantic check reports; eight do not. */
+	{ "{\"a\":[[[[[[1]]]]]]}", "unknown field \"a\"" },
+	{ "{\"a\":[[[[[[[1]]]]]]]}", "invalid JSON at byte 12: nesting too deep" },
 	/* Shape. */
 	{ "[]", "request must be a JSON object" },
 	{ "\"subscribe\"", "request must be a JSON object" },
