@@ -123,7 +123,7 @@ class Agent:
 		return {"sock": self.add(sock), "addr": local[0], "port": local[1]}
 
 	def op_bind(self, req):
-		"""Reserve a port without listening, so SYNs to it are answered with RST."""
+		"""Reserve a port without listening, so a SYN to it gets a RST in reply."""
 		sock = self.new_socket(req)
 		sock.bind((req["addr"], 0))
 		local = sock.getsockname()
@@ -160,7 +160,7 @@ class Agent:
 		else:
 			self.connect_blocking(sock, req, out)
 		# After a refused blocking connect the kernel has reset the source
-		# address to the wildcard but kept the port; a pending or established
+		# address to the wildcard but kept the port. A pending or established
 		# socket reports both.
 		out["local"] = endpoint(sock.getsockname())
 		if out["error"] is None:
@@ -183,23 +183,52 @@ class Agent:
 		code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
 		return {"error": None if code == 0 else errno_name(code), "t0": t0, "t1": t1}
 
+	def accept_blocking(self, listener, plain, out):
+		out["tid"] = threading.get_native_id()
+		out["t0"] = now_ns()
+		try:
+			if plain:
+				fd = libc.accept(listener.fileno(), None, None)
+				if fd < 0:
+					err = ctypes.get_errno()
+					raise OSError(err, "accept(): %s" % os.strerror(err))
+				out["socket"] = socket.socket(fileno=fd)
+			else:
+				out["socket"], _ = listener.accept()
+		except OSError as e:
+			out["exception"] = e
+		out["t1"] = now_ns()
+
 	def op_accept(self, req):
+		"""Accept one connection. Python calls accept4(); with "plain" the
+		agent calls libc's accept() instead, which is the accept system call
+		on x86_64. With "thread" the call runs in a new thread."""
 		listener = self.sockets[req["sock"]]
+		plain = req.get("plain", False)
+		out = {}
 		# Tell the test that accept() is about to block, before blocking.
 		print(json.dumps({"accepting": True}), flush=True)
-		t0 = now_ns()
-		sock, _ = listener.accept()
-		t1 = now_ns()
+		if req.get("thread"):
+			worker = threading.Thread(target=self.accept_blocking,
+						  args=(listener, plain, out))
+			worker.start()
+			worker.join()
+		else:
+			self.accept_blocking(listener, plain, out)
+		if "exception" in out:
+			raise out["exception"]
+		sock = out.pop("socket")
 		try:
-			peer = endpoint(sock.getpeername())
+			out["peer"] = endpoint(sock.getpeername())
 		except OSError as e:
 			if e.errno != errno.ENOTCONN:
 				raise
 			# The peer reset the connection while it waited in the queue.
-			peer = None
-		return {"sock": self.add(sock), "local": endpoint(sock.getsockname()),
-			"peer": peer, "cookie": cookie_of(sock),
-			"tid": threading.get_native_id(), "t0": t0, "t1": t1}
+			out["peer"] = None
+		out["local"] = endpoint(sock.getsockname())
+		out["cookie"] = cookie_of(sock)
+		out["sock"] = self.add(sock)
+		return out
 
 	def op_send(self, req):
 		self.sockets[req["sock"]].sendall(req["data"].encode())

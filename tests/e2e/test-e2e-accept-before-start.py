@@ -103,9 +103,9 @@ def main(session, daemon_path, cpus):
 			acc["tid"]), (server_close["t0"], server_close["t1"])),
 	]
 
-	# Connections from before the start: the snapshot names the owning
-	# process; which thread and cgroup is the daemon's choice, so those two
-	# are compared with the snapshot record by check_lifecycles() instead.
+	# For connections from before the start, the snapshot names the owning
+	# process. Which thread and cgroup it reports is the daemon's choice, so
+	# check_lifecycles() compares those two with the snapshot record instead.
 	seeded_ends = [
 		("client end", seed_client, seed_conn, seed_client_close),
 		("server end", seed_server, seed_acc, seed_server_close),

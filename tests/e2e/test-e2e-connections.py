@@ -39,16 +39,19 @@ class Scenarios:
 			self.client_pids.add(agent.pid)
 		return agent
 
-	def expect(self, what, record_type, agent, local, peer, cookie, tid, window, **extra):
+	def expect(self, name, record_type, agent, local, peer, cookie, tid, window, **extra):
 		fields = tt.connection_fields(record_type, agent, self.netns, local, peer, cookie, tid)
 		fields.update(extra)
-		self.expects.append(tt.Expect(what, fields, window))
+		self.expects.append(tt.Expect(name, fields, window))
 		return fields
 
 	def exchange(self, label, suffix, listen, connect, closer="client", accept_delay_s=0.0,
-		     thread=False, family="inet"):
-		"""Connect, accept, send a byte each way and close, closer first.
-		listen and connect are the agents' request arguments."""
+		     thread=False, accept_args=None, family="inet"):
+		"""Connect, accept, send a byte each way and close. closer is
+		"client" or "server" (that end closes first) or "server-reset" (the
+		server aborts with a RST, so the client's socket closes in the
+		server's system call). listen, connect and accept_args are the
+		agents' request arguments."""
 		tt.log("== %s" % label)
 		server = self.agent("tt-srv" + suffix, client=False)
 		client = self.agent("tt-cli" + suffix, client=True)
@@ -58,7 +61,7 @@ class Scenarios:
 			raise RuntimeError("%s: connect failed with %s" % (label, conn["error"]))
 		if accept_delay_s:
 			time.sleep(accept_delay_s)
-		acc = server.call("accept", sock=listener["sock"])
+		acc = server.call("accept", sock=listener["sock"], **(accept_args or {}))
 
 		client.call("send", sock=conn["sock"], data="x")
 		self.checker.equal("%s: byte from client" % label, "x",
@@ -72,11 +75,16 @@ class Scenarios:
 			self.checker.equal("%s: server reads EOF" % label, "",
 					   server.call("recv", sock=acc["sock"])["data"])
 			server_close = server.call("close", sock=acc["sock"])
-		else:
+		elif closer == "server":
 			server_close = server.call("close", sock=acc["sock"])
 			self.checker.equal("%s: client reads EOF" % label, "",
 					   client.call("recv", sock=conn["sock"])["data"])
 			client_close = client.call("close", sock=conn["sock"])
+		else:
+			server_close = server.call("close", sock=acc["sock"], linger0=True)
+			# The RST closed the client's socket inside the server's close().
+			client_close = server_close
+			client.call("close", sock=conn["sock"])
 		server.call("close", sock=listener["sock"])
 
 		# The test's own view must mirror before it can judge the daemon's.
@@ -87,6 +95,9 @@ class Scenarios:
 		if thread:
 			self.checker.check(conn["tid"] != client.pid, "%s: connect ran in a thread" % label,
 					   "tid != pid %d" % client.pid, conn["tid"])
+		if (accept_args or {}).get("thread"):
+			self.checker.check(acc["tid"] != server.pid, "%s: accept ran in a thread" % label,
+					   "tid != pid %d" % server.pid, acc["tid"])
 
 		window = (conn["t0"], conn["t1"])
 		intro = self.expect("%s: client's connect" % label, "connect", client, conn["local"],
@@ -227,6 +238,11 @@ def run_scenarios(scenarios):
 			   accept_delay_s=ACCEPT_DELAY_S)
 	scenarios.exchange("ipv4, connect from a second thread", "4t", v4_listen, v4_connect,
 			   thread=True)
+	scenarios.exchange("ipv4, accept from a second thread", "4at", v4_listen, v4_connect,
+			   accept_args={"thread": True})
+	scenarios.exchange("ipv6, accept system call", "6a", v6_listen, v6_connect,
+			   accept_args={"plain": True}, family="inet6")
+	scenarios.exchange("ipv4, server resets", "4x", v4_listen, v4_connect, closer="server-reset")
 	# Both ends are AF_INET6 sockets carrying IPv4-mapped addresses.
 	scenarios.exchange("ipv4-mapped ipv6", "m", {"family": "inet6", "addr": "::", "v6only": False},
 			   {"family": "inet6", "addr": "::ffff:127.0.0.1", "v6only": False})

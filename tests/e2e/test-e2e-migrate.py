@@ -15,7 +15,7 @@ import time
 
 import tt
 
-ITERATIONS = 2000
+ITERATIONS = 20000
 DURATION_S = 20
 RECORDS_PER_CONNECTION = 4	# connect, accept and two closes
 BURNER_LIFETIME_S = 120		# burners exit on their own if cleanup never runs

@@ -80,9 +80,10 @@ def check_cookies(checker, records, conns, label):
 
 
 def stall_warnings(daemon, cpu):
-	pattern = re.compile(r"^<4>.*\bcpu\s*%d\b" % cpu, re.IGNORECASE)
-	return [line for line in daemon.stderr_text().splitlines()
-		if pattern.search(line) and "stall" in line.lower()]
+	"""Return the warnings that declare cpu stalled. The start-up warning
+	that announces the test stall itself does not count."""
+	pattern = re.compile(r"^<4>.*\bcpu\s*%d\b.*\bstalled\b" % cpu, re.IGNORECASE)
+	return [line for line in daemon.stderr_text().splitlines() if pattern.search(line)]
 
 
 def run_once(session, daemon_path, netns, run, agents, stall_cpu, other_cpu):
@@ -121,6 +122,8 @@ def run_once(session, daemon_path, netns, run, agents, stall_cpu, other_cpu):
 			      seq_problems[:5])
 	elif run["stall_ms"] < run["max_hold_ms"]:
 		tt.check_stream(checker, subscriber, netns)
+		checker.equal("%s: warnings that cpu %d stalled" % (label, stall_cpu), [],
+			      stall_warnings(daemon, stall_cpu))
 		tt.check_lifecycles(checker, records)
 		check_cookies(checker, records, conns, label)
 	else:

@@ -47,7 +47,11 @@ INTRO_FIELDS = ("pid", "tid", "comm", "uid", "cgroup", "family", "saddr", "sport
 
 
 def log(message):
-	print(message, flush=True)
+	try:
+		print(message, flush=True)
+	except OSError:
+		# stdout is gone (a closed pipe): keep going so the cleanup still runs.
+		pass
 
 
 def fatal(reason):
@@ -385,28 +389,28 @@ class Subscriber:
 
 
 class Checker:
-	"""Collects failed checks; each failure prints what was expected and
-	what was received, and the test goes on to report every problem."""
+	"""Collects failed checks. Each failure prints the expected and the
+	actual value, and the test goes on so that it reports every problem."""
 
 	def __init__(self):
 		self.failures = []
 		self.passed = 0
 
-	def fail(self, what, expected, actual):
-		self.failures.append(what)
-		log("FAIL: %s\n  expected: %s\n  actual:   %s" % (what, expected, actual))
+	def fail(self, name, expected, actual):
+		self.failures.append(name)
+		log("FAIL: %s\n  expected: %s\n  actual:   %s" % (name, expected, actual))
 		return False
 
-	def check(self, ok, what, expected, actual):
+	def check(self, ok, name, expected, actual):
 		if ok:
 			self.passed += 1
 			return True
-		return self.fail(what, expected, actual)
+		return self.fail(name, expected, actual)
 
-	def equal(self, what, expected, actual):
-		return self.check(expected == actual, what, expected, actual)
+	def equal(self, name, expected, actual):
+		return self.check(expected == actual, name, expected, actual)
 
-	def record(self, what, record, fields, window=None):
+	def record(self, name, record, fields, window=None):
 		"""Compare record with the expected fields and, if given, demand
 		window[0] <= ts_ns <= window[1] (CLOCK_MONOTONIC ns)."""
 		rows = []
@@ -420,18 +424,18 @@ class Checker:
 		if not rows:
 			self.passed += 1
 			return True
-		self.failures.append(what)
+		self.failures.append(name)
 		table = "\n".join("    %-8s expected %-28s actual %s" % (k, describe(e), describe(a))
 				  for k, e, a in rows)
-		log("FAIL: %s\n%s\n  record: %s" % (what, table, json.dumps(record)))
+		log("FAIL: %s\n%s\n  record: %s" % (name, table, json.dumps(record)))
 		return False
 
 	def finish(self):
 		log("%d checks passed, %d failed" % (self.passed, len(self.failures)))
 		if self.failures:
 			log("FAILED checks:")
-			for what in self.failures:
-				log("  - " + what)
+			for name in self.failures:
+				log("  - " + name)
 			return 1
 		return 0
 
@@ -454,8 +458,8 @@ class Expect:
 	"""A record the test expects: its fields, cookie included, and the
 	CLOCK_MONOTONIC window its ts_ns must fall in."""
 
-	def __init__(self, what, fields, window):
-		self.what = what
+	def __init__(self, name, fields, window):
+		self.name = name
 		self.fields = fields
 		self.window = window
 
@@ -496,13 +500,13 @@ def check_expected(checker, records, expects):
 	for expect in expects:
 		found = by_key.get(expect.key, [])
 		if not found:
-			checker.fail("%s: record received" % expect.what, describe(expect.fields),
+			checker.fail("%s: record received" % expect.name, describe(expect.fields),
 				     "no %s record with cookie %s" % expect.key)
 		elif len(found) > 1:
-			checker.fail("%s: exactly one record" % expect.what, describe(expect.fields),
+			checker.fail("%s: exactly one record" % expect.name, describe(expect.fields),
 				     "%d records: %s" % (len(found), json.dumps(found)))
 		else:
-			checker.record(expect.what, found[0], expect.fields, expect.window)
+			checker.record(expect.name, found[0], expect.fields, expect.window)
 	expected_keys = {e.key for e in expects}
 	for record in event_records(records):
 		if (record["type"], record.get("cookie")) not in expected_keys:
@@ -578,15 +582,20 @@ def order_problems(records):
 def check_stream(checker, subscriber, netns, allow_late=False):
 	"""Check the whole stream one subscriber received: no protocol problem,
 	the netns filter honoured, seq strictly increasing and above the
-	snapshot's, ts_ns non-decreasing, no lost samples. Unless allow_late,
-	no late record either; with it, every ts inversion must carry late."""
+	snapshot's, ts_ns non-decreasing. Unless allow_late, no late record
+	either; with it, every ts inversion must carry late."""
 	records = subscriber.records()
 	checker.equal("protocol problems on the subscriber's stream", [], subscriber.problems)
 	foreign = [r for r in event_records(records) if r.get("netns") != netns.inode]
 	checker.equal("records outside netns %d despite the netns filter" % netns.inode, [],
 		      foreign[:5])
+	# tcptapd traces the whole host, so a lost record may count samples of
+	# other programs' connections. It fails the test only through the
+	# records the test then misses.
 	lost = [r for r in records if r.get("type") == "lost"]
-	checker.equal("lost records", [], lost[:5])
+	if lost:
+		log("NOTE: tcptapd lost %d samples (%s); records missing below may be among them"
+		    % (sum(r.get("count", 0) for r in lost), json.dumps(lost[:5])))
 	if records and subscriber.snapshot_end is not None and "seq" in records[0]:
 		checker.check(records[0]["seq"] > subscriber.snapshot_end.get("seq", -1),
 			      "first live seq above snapshot_end's seq",
@@ -644,6 +653,10 @@ class Session:
 		else:
 			for daemon in self.daemons:
 				os.unlink(daemon.stderr_path)
+		for daemon in self.daemons:
+			# tcptapd leaves its socket file behind when it exits.
+			if os.path.exists(daemon.socket_path):
+				os.unlink(daemon.socket_path)
 		try:
 			os.rmdir(self.workdir)
 		except OSError:
