@@ -32,6 +32,7 @@ PR_SET_NAME = 15
 CLONE_NEWNET = 0x40000000
 # Not exported by Python's socket module; value from <asm-generic/socket.h>.
 SO_COOKIE = 57
+RECV_TIMEOUT_S = 10
 
 FAMILIES = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}
 
@@ -170,16 +171,17 @@ class Agent:
 		return out
 
 	def op_wait(self, req):
-		"""Wait until a non-blocking connect finished; return its SO_ERROR."""
+		"""Wait at most "poll_s" seconds until a non-blocking connect
+		finished; return its SO_ERROR."""
 		sock = self.sockets[req["sock"]]
 		poller = select.poll()
 		poller.register(sock, select.POLLOUT)
 		t0 = now_ns()
-		ready = poller.poll(int(req.get("timeout_s", 10) * 1000))
+		ready = poller.poll(int(req["poll_s"] * 1000))
 		t1 = now_ns()
 		if not ready:
 			return {"fatal": "connect on socket %d did not finish in %s s"
-				% (req["sock"], req.get("timeout_s", 10))}
+				% (req["sock"], req["poll_s"])}
 		code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
 		return {"error": None if code == 0 else errno_name(code), "t0": t0, "t1": t1}
 
@@ -236,7 +238,7 @@ class Agent:
 
 	def op_recv(self, req):
 		sock = self.sockets[req["sock"]]
-		sock.settimeout(req.get("timeout_s", 10))
+		sock.settimeout(RECV_TIMEOUT_S)
 		data = sock.recv(req.get("size", 1))
 		sock.settimeout(None)
 		return {"data": data.decode()}

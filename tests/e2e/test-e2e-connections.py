@@ -19,6 +19,8 @@ import tt
 # one retransmission: about 1 s + 2 s.
 SYNCNT_TIMEOUT_MIN_NS = 2 * 10**9
 ACCEPT_DELAY_S = 1.0
+# A third subscriber filters on this comm, the client of the first scenario.
+FILTERED_COMM = "tt-cli4"
 
 
 class Scenarios:
@@ -197,7 +199,7 @@ class Scenarios:
 		time.sleep(0.3)
 		abort_close = interrupted.call("close", sock=aborted["sock"])
 
-		outcome = late.call("wait", sock=pending["sock"], timeout_s=10)
+		outcome = late.call("wait", sock=pending["sock"], poll_s=10, timeout_s=15)
 		self.checker.equal("%s: SO_ERROR after SYN retries" % label, "ETIMEDOUT", outcome["error"])
 		self.checker.check(outcome["t1"] - pending["t1"] >= SYNCNT_TIMEOUT_MIN_NS,
 				   "%s: failure came after connect() returned" % label,
@@ -272,16 +274,36 @@ def check_records(session, subscriber, scenarios):
 	checker.equal("records without a process", [], unattributed)
 
 
+def check_other_subscribers(checker, subscriber, twin, by_comm, comm):
+	"""A second client with the same filter receives the same records, and
+	a client that also filters by comm receives exactly that subset, with
+	the same seq: seq numbers the merged stream, not one client's view."""
+	records = subscriber.records()
+	twin_records = twin.records()
+	checker.equal("records of a second subscriber with the same filter (count)", len(records),
+		      len(twin_records))
+	differing = [(a, b) for a, b in zip(records, twin_records) if a != b]
+	checker.equal("records that differ between two subscribers with the same filter", [],
+		      differing[:5])
+	subset = [r for r in tt.event_records(records) if r.get("comm") == comm]
+	received = tt.event_records(by_comm.records())
+	checker.check(len(subset) > 0, "records of comm '%s' in the stream" % comm, "> 0", 0)
+	checker.equal("records of a subscriber filtered by comm '%s'" % comm, subset, received)
+
+
 def main(session, daemon_path, cpus):
 	netns = session.netns()
 	daemon = session.start_daemon(daemon_path, netns)
 	subscriber = session.subscribe(daemon, netns)
+	twin = session.subscribe(daemon, netns)
+	by_comm = session.subscribe(daemon, netns, comm=FILTERED_COMM)
 	session.checker.equal("hello's backend", "tracepoint", subscriber.hello.get("backend"))
 	session.checker.equal("snapshot of a new namespace", [], subscriber.snapshot)
 
 	scenarios = Scenarios(session, netns)
 	run_scenarios(scenarios)
 	check_records(session, subscriber, scenarios)
+	check_other_subscribers(session.checker, subscriber, twin, by_comm, FILTERED_COMM)
 	session.stop_daemon(daemon)
 
 

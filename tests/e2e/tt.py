@@ -732,13 +732,18 @@ class Session:
 		return daemon
 
 	def stop_daemon(self, daemon):
-		"""Stop tcptapd with SIGTERM and check it exits 0 in time."""
+		"""Stop tcptapd with SIGTERM, check it exits 0 in time and logged
+		no error (syslog levels 0 to 3)."""
 		status = daemon.stop()
 		self.checker.equal("%s exit status after SIGTERM" % daemon.label, 0, status)
+		errors = [line for line in daemon.stderr_text().splitlines()
+			  if line[:3] in ("<0>", "<1>", "<2>", "<3>")]
+		self.checker.equal("%s error messages" % daemon.label, [], errors[:10])
 
-	def subscribe(self, daemon, netns):
-		"""Subscribe filtered to netns and wait for the snapshot's end."""
-		subscriber = Subscriber(daemon.socket_path, subscribe_request(netns))
+	def subscribe(self, daemon, netns, **filters):
+		"""Subscribe filtered to netns and the extra filters, and wait for
+		the snapshot's end."""
+		subscriber = Subscriber(daemon.socket_path, subscribe_request(netns, **filters))
 		self.cleanups.append(("subscriber of " + daemon.label, subscriber.close))
 		if not subscriber.wait_snapshot():
 			raise RuntimeError("no snapshot_end from %s within 10 s; received hello %s, "
@@ -748,8 +753,8 @@ class Session:
 		return subscriber
 
 
-def subscribe_request(netns):
-	return {"command": "subscribe", "filter": {"netns": netns.inode}}
+def subscribe_request(netns, **filters):
+	return {"command": "subscribe", "filter": dict(netns=netns.inode, **filters)}
 
 
 def run(main, min_cpus=1):
