@@ -217,17 +217,27 @@ class Agent:
 		self.proc.stdin.close()
 
 
+PIN_AND_EXEC = "import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])}); " \
+	"os.execv(sys.argv[2], sys.argv[2:])"
+
+
 class Daemon:
 	"""tcptapd in the foreground with the tracepoint backend, stderr kept in a file."""
 
-	def __init__(self, binary, workdir, label, args):
+	def __init__(self, binary, workdir, label, args, cpu=None):
 		self.label = label
 		self.socket_path = os.path.join(workdir, label + ".sock")
 		self.stderr_path = os.path.join(workdir, label + ".stderr")
 		self.argv = [binary, "--socket", self.socket_path, "--backend", "tracepoint"] + args
-		log("starting: %s" % " ".join(self.argv))
+		command = self.argv
+		if cpu is not None:
+			# Pin before exec, so that every thread of tcptapd inherits it;
+			# the pid stays the same.
+			command = [PYTHON, "-c", PIN_AND_EXEC, str(cpu)] + self.argv
+		log("starting%s: %s" % ("" if cpu is None else " on cpu %d" % cpu,
+					" ".join(self.argv)))
 		with open(self.stderr_path, "w") as stderr_file:
-			self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
+			self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL,
 						     stdout=stderr_file, stderr=stderr_file)
 		self.pid = self.proc.pid
 		self.exit_status = None
@@ -721,11 +731,11 @@ class Session:
 		self.cleanups.append(("process pid %d" % proc.pid, stop))
 		return proc
 
-	def start_daemon(self, binary, netns, args=(), label=None):
-		"""Start tcptapd and wait until it answers a subscription filtered
-		to netns with a hello."""
+	def start_daemon(self, binary, netns, args=(), label=None, cpu=None):
+		"""Start tcptapd, pinned to cpu if given, and wait until it answers
+		a subscription filtered to netns with a hello."""
 		label = label or "tcptapd-%d" % (len(self.daemons) + 1)
-		daemon = Daemon(binary, self.workdir, label, list(args))
+		daemon = Daemon(binary, self.workdir, label, list(args), cpu)
 		self.daemons.append(daemon)
 		self.cleanups.append(("tcptapd " + label, daemon.stop))
 		daemon.wait_ready(subscribe_request(netns))
