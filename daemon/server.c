@@ -548,7 +548,12 @@ static void client_reject(struct client *c, const char *code, const char *messag
 	client_begin_close(c, true);
 }
 
-static char *server_encode_hello(const struct server *s, int resumed, const char *resume_error)
+/*
+ * Encode hello. position is the seq the client's stream continues after: the
+ * snapshot's seq, or resume_from when a resume was accepted.
+ */
+static char *server_encode_hello(const struct server *s, uint64_t position, int resumed,
+				 const char *resume_error)
 {
 	struct hello_info h = {
 		.protocol = SERVER_PROTOCOL_VERSION,
@@ -557,7 +562,7 @@ static char *server_encode_hello(const struct server *s, int resumed, const char
 		.ncpus = s->cfg.ncpus,
 		.boot_id = s->cfg.boot_id,
 		.run_id = s->cfg.run_id,
-		.snapshot_seq = s->last_seq,
+		.snapshot_seq = position,
 		.resumed = resumed,
 		.resume_error = resume_error,
 	};
@@ -596,6 +601,7 @@ static int client_start_stream(struct client *c, const struct client_request *re
 	struct server *s = c->server;
 	const char *resume_error = NULL;
 	char reason[256];
+	uint64_t position;
 	int resumed = -1;
 	int r;
 
@@ -604,7 +610,8 @@ static int client_start_stream(struct client *c, const struct client_request *re
 		resumed = resume_error ? 0 : 1;
 	}
 
-	r = client_queue_front(c, server_encode_hello(s, resumed, resume_error));
+	position = resumed == 1 ? req->resume_from : s->last_seq;
+	r = client_queue_front(c, server_encode_hello(s, position, resumed, resume_error));
 	if (r < 0)
 		return r;
 
@@ -616,7 +623,8 @@ static int client_start_stream(struct client *c, const struct client_request *re
 		r = client_copy_snapshot(c);
 		log_debug("Client %u: %s with a snapshot of %zu connections at seq %" PRIu64 "%s%s",
 			  c->id, req->command == REQUEST_DUMP ? "dump" : "subscribed",
-			  c->prefix_count, c->snapshot_seq, resume_error ? ", resume rejected: " : "",
+			  c->prefix_count, c->snapshot_seq,
+			  resume_error ? ", resume rejected: " : "",
 			  resume_error ? resume_error : "");
 	}
 	if (r < 0)
@@ -631,7 +639,7 @@ static int client_send_stats(struct client *c)
 	struct server *s = c->server;
 	int r;
 
-	r = client_queue_front(c, server_encode_hello(s, -1, NULL));
+	r = client_queue_front(c, server_encode_hello(s, s->last_seq, -1, NULL));
 	if (r < 0)
 		return r;
 	r = client_queue_front(c, s->cfg.stats_json(s->cfg.userdata));

@@ -519,7 +519,7 @@ static void check_snapshot(const struct peer *p, uint64_t seq, size_t count)
 
 static void test_stream_order(void)
 {
-	struct fixture_options o = { .request_wait_ms = 300 };
+	struct fixture_options o = { .request_wait_ms = 500 };
 	struct fixture fx;
 	struct record seed;
 	struct peer *silent, *eager;
@@ -543,11 +543,11 @@ static void test_stream_order(void)
 	eager = peer_connect(&fx, true);
 	peer_send_str(&fx, eager, "{}\n");
 	run_until(&fx, has_snapshot_end, eager, WAIT_USEC, "snapshot_end for the eager client");
-	CHECK(now_usec() - start < 300 * USEC_PER_MSEC);
+	CHECK(now_usec() - start < 500 * USEC_PER_MSEC);
 	CHECK_EQ(0, silent->len);
 
 	run_until(&fx, has_snapshot_end, silent, WAIT_USEC, "snapshot_end for the silent client");
-	CHECK(now_usec() - start >= 300 * USEC_PER_MSEC);
+	CHECK(now_usec() - start >= 500 * USEC_PER_MSEC);
 
 	for (size_t i = 0; i < 2; i++) {
 		struct peer *p = i == 0 ? silent : eager;
@@ -732,6 +732,9 @@ static void test_resume(void)
 		CHECK(!line_has(p, 0, "resume_error"));
 		CHECK_EQ(p->nlines, find_type(p, 0, "snapshot_end"));
 	}
+	CHECK_EQ(7, line_u64(hit, 0, "snapshot_seq"));
+	CHECK_EQ(7, line_u64(filtered, 0, "snapshot_seq"));
+	CHECK_EQ(10, line_u64(newest, 0, "snapshot_seq"));
 	check_seqs(hit, (uint64_t[]){ 8, 9, 10, 11 }, 4);
 	check_seqs(filtered, (uint64_t[]){ 9, 11 }, 2);
 	check_seqs(newest, (uint64_t[]){ 11 }, 1);
@@ -747,9 +750,10 @@ static void test_resume(void)
 	for (size_t i = 0; i < 3; i++) {
 		struct peer *p = (struct peer *[]){ evicted, other_run, future }[i];
 
-		run_until(&fx, has_snapshot_end, p, WAIT_USEC, "snapshot_end after a missed resume");
+		run_until(&fx, has_snapshot_end, p, WAIT_USEC, "snapshot_end, resume missed");
 		CHECK_STR_EQ("false", line_str(p, 0, "resumed"));
 		CHECK(line_has(p, 0, "resume_error"));
+		CHECK_EQ(21, line_u64(p, 0, "snapshot_seq"));
 		/* Table: connections 1..7 and 20..29; 8 and 9 closed. */
 		check_snapshot(p, 21, 17);
 	}
