@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -89,6 +90,7 @@ struct fixture {
 	struct server *server;
 	struct server_config cfg;
 	uint64_t seq;
+	uint64_t steps;		/* loop iterations run */
 	unsigned int stats_calls;
 	struct peer *peers[MAX_PEERS];
 	size_t npeers;
@@ -144,7 +146,7 @@ static void fixture_init(struct fixture *fx, const struct fixture_options *o)
 		.max_clients = o->max_clients ? o->max_clients : 128,
 		.request_wait_ms = o->request_wait_ms,
 		.version = "0.1.0-test",
-		.backend = "test",
+		.backend = "tracepoint",
 		.ncpus = 2,
 		.boot_id = "00000000-0000-4000-8000-000000000000",
 		.run_id = RUN_ID,
@@ -253,6 +255,7 @@ static void run_step(struct fixture *fx, uint64_t timeout_usec)
 	CHECK(now_usec() - test_start_usec < TEST_DEADLINE_USEC);
 	r = sd_event_run(fx->loop, timeout_usec);
 	CHECK(r >= 0);
+	fx->steps++;
 	for (size_t i = 0; i < fx->npeers; i++)
 		if (fx->peers[i]->reading)
 			peer_pump(fx->peers[i]);
@@ -555,7 +558,7 @@ static void test_stream_order(void)
 		check_snapshot(p, 3, 3);
 		CHECK_EQ(1, line_u64(p, 0, "protocol"));
 		CHECK_STR_EQ(RUN_ID, line_str(p, 0, "run_id"));
-		CHECK_STR_EQ("test", line_str(p, 0, "backend"));
+		CHECK_STR_EQ("tracepoint", line_str(p, 0, "backend"));
 		CHECK_EQ(3, line_u64(p, 0, "snapshot_seq"));
 		CHECK(!line_has(p, 0, "resumed"));
 	}
@@ -1149,6 +1152,69 @@ static void test_max_clients(void)
 	fixture_free(&fx);
 }
 
+static bool accepted_at(struct fixture *fx, void *arg)
+{
+	return stats_of(fx).accepted == *(uint64_t *)arg;
+}
+
+/* Running out of file descriptors pauses accepting instead of spinning on a
+ * listening socket that stays readable, and accepting resumes by itself. */
+static void test_fd_exhaustion(void)
+{
+	struct fixture_options o = { .request_wait_ms = 5000 };
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct rlimit saved, low;
+	struct fixture fx;
+	int fds[6], first_free, second_free;
+	uint64_t expected, steps;
+
+	fixture_init(&fx, &o);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", fx.path);
+	for (size_t i = 0; i < 6; i++) {
+		fds[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		CHECK(fds[i] >= 0);
+	}
+
+	/*
+	 * Room for two accepted connections: new descriptors take the lowest
+	 * free numbers, and the limit caps the number, not the count. The
+	 * connect() calls below need no new descriptor.
+	 */
+	first_free = dup(0);
+	second_free = dup(0);
+	CHECK(first_free >= 0);
+	CHECK(second_free > first_free);
+	close(first_free);
+	close(second_free);
+	CHECK(getrlimit(RLIMIT_NOFILE, &saved) == 0);
+	low = saved;
+	low.rlim_cur = (rlim_t)second_free + 1;
+	CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0);
+	for (size_t i = 0; i < 6; i++)
+		CHECK(connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)) == 0);
+
+	expected = 2;
+	run_until(&fx, accepted_at, &expected, WAIT_USEC, "two connections accepted");
+
+	/* Idle steps take RUN_STEP_USEC; a loop that spins on accept() takes
+	 * far more steps in the same time. */
+	steps = fx.steps;
+	run_for(&fx, 300 * USEC_PER_MSEC);
+	CHECK(fx.steps - steps < 2 * 300 * USEC_PER_MSEC / RUN_STEP_USEC);
+	CHECK_EQ(2, stats_of(&fx).accepted);
+	CHECK_EQ(2, stats_of(&fx).clients);
+
+	CHECK(setrlimit(RLIMIT_NOFILE, &saved) == 0);
+	expected = 6;
+	run_until(&fx, accepted_at, &expected, WAIT_USEC, "the rest accepted after the pause");
+	CHECK_EQ(6, stats_of(&fx).clients);
+
+	for (size_t i = 0; i < 6; i++)
+		close(fds[i]);
+	wait_clients(&fx, 0);
+	fixture_free(&fx);
+}
+
 static size_t count_open_fds(void)
 {
 	DIR *d = opendir("/proc/self/fd");
@@ -1301,6 +1367,7 @@ int main(void)
 		{ "request timeout", test_request_timeout },
 		{ "half close", test_half_close },
 		{ "max clients", test_max_clients },
+		{ "fd exhaustion", test_fd_exhaustion },
 		{ "client churn", test_churn },
 	};
 
