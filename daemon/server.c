@@ -204,7 +204,7 @@ static int client_on_close_grace(sd_event_source *source, uint64_t usec, void *u
 }
 
 /*
- * Stop accepting output and disconnect once the queues are sent. With grace
+ * Stop queueing new output and disconnect once the queues are sent. With grace
  * set, a client that does not read within SERVER_CLOSE_GRACE_USEC is cut off.
  * Without it, a dump or stats client may read as slowly as it likes.
  */
@@ -578,7 +578,8 @@ static const char *server_check_resume(const struct server *s, const struct clie
 				       char *buf, size_t size)
 {
 	if (strcmp(req->run_id, s->cfg.run_id) != 0) {
-		snprintf(buf, size, "run_id does not match this daemon run, seq values restarted");
+		snprintf(buf, size, "run_id does not match this daemon run (the daemon restarted, "
+			 "or the run_id is wrong)");
 		return buf;
 	}
 	if (req->resume_from > s->last_seq) {
@@ -588,7 +589,7 @@ static const char *server_check_resume(const struct server *s, const struct clie
 	}
 	if (!history_covers(s->history, req->resume_from)) {
 		snprintf(buf, size,
-			 "seq %" PRIu64 " is no longer in the replay history, the oldest held is %"
+			 "seq %" PRIu64 " is no longer in the replay history, which starts at seq %"
 			 PRIu64, req->resume_from, history_oldest_seq(s->history));
 		return buf;
 	}
