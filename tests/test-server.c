@@ -119,6 +119,7 @@ struct fixture_options {
 	size_t max_clients;
 	uint64_t request_wait_ms;
 	size_t history_records;
+	size_t table_entries;
 };
 
 static void fixture_init(struct fixture *fx, const struct fixture_options *o)
@@ -138,7 +139,7 @@ static void fixture_init(struct fixture *fx, const struct fixture_options *o)
 	CHECK(listen(fd, SOMAXCONN) == 0);
 
 	CHECK_EQ(0, sd_event_new(&fx->loop));
-	CHECK_EQ(0, conn_table_new(1024, &fx->table));
+	CHECK_EQ(0, conn_table_new(o->table_entries ? o->table_entries : 1024, &fx->table));
 	CHECK_EQ(0, history_new(o->history_records ? o->history_records : 1024, &fx->history));
 
 	fx->cfg = (struct server_config){
@@ -973,13 +974,17 @@ static void test_slow_client(void)
  */
 static void test_large_snapshot(void)
 {
-	struct fixture_options o = { .request_wait_ms = 5000, .max_queue_bytes = 16 * 1024 };
+	struct fixture_options o = {
+		.request_wait_ms = 5000,
+		.max_queue_bytes = 16 * 1024,
+		.table_entries = 8192,
+	};
 	struct fixture fx;
 	struct peer *sub, *dump;
 	uint64_t cookies = 0;
 
 	fixture_init(&fx, &o);
-	for (uint64_t c = 1; c <= 1000; c++) {
+	for (uint64_t c = 1; c <= 4000; c++) {
 		struct record seed = make_event(TCPTAP_EV_ACCEPT, c, 100, 22, 50000);
 
 		CHECK_EQ(0, conn_table_seed(fx.table, &seed));
@@ -999,21 +1004,34 @@ static void test_large_snapshot(void)
 
 	sub->reading = true;
 	dump->reading = true;
-	wait_lines(&fx, sub, 1 + 1001 + 1 + 20);
+	wait_lines(&fx, sub, 1 + 4001 + 1 + 20);
 	run_until(&fx, has_eof, dump, WAIT_USEC, "the end of the large dump");
 	run_for(&fx, 20 * USEC_PER_MSEC);
 
-	CHECK_EQ(1 + 1001 + 1 + 20, sub->nlines);
-	check_snapshot(sub, 1, 1001);
-	for (size_t i = 1; i <= 1001; i++)
+	CHECK_EQ(1 + 4001 + 1 + 20, sub->nlines);
+	check_snapshot(sub, 1, 4001);
+	for (size_t i = 1; i <= 4001; i++)
 		cookies += line_u64(sub, i, "cookie");
-	CHECK_EQ(1000 * 1001 / 2 + 5000, cookies);
+	CHECK_EQ(4000 * 4001 / 2 + 5000, cookies);
 	check_contiguous(sub, 2, 21);
 
 	CHECK_EQ(0, dump->error);
-	CHECK_EQ(1 + 1001 + 1, dump->nlines);
-	check_snapshot(dump, 1, 1001);
+	CHECK_EQ(1 + 4001 + 1, dump->nlines);
+	check_snapshot(dump, 1, 4001);
 	CHECK_EQ(0, stats_of(&fx).overflows);
+
+	/* A client that hangs up in the middle of its snapshot is freed at once,
+	 * with the rest of the snapshot (LeakSanitizer checks the memory). */
+	peer_close(&fx, dump);
+	wait_clients(&fx, 1);
+	dump = peer_connect(&fx, false);
+	peer_send_str(&fx, dump, "{}\n");
+	run_for(&fx, 50 * USEC_PER_MSEC);
+	peer_read_some(dump, 64 * 1024);
+	CHECK_STR_EQ("hello", line_type(dump, 0));
+	CHECK_EQ(dump->nlines, find_type(dump, 0, "snapshot_end"));
+	peer_close(&fx, dump);
+	wait_clients(&fx, 1);
 
 	fixture_free(&fx);
 }
