@@ -270,8 +270,8 @@ class Daemon:
 			probe.close()
 
 	def wait_ready(self, request):
-		"""Poll until the socket answers request with a hello. Stop the test
-		with FATAL if tcptapd exits or stays silent for READY_TIMEOUT_S."""
+		"""Poll until the socket replies to request with a hello. Stop the
+		test with FATAL if tcptapd exits or sends nothing for READY_TIMEOUT_S."""
 		deadline = time.monotonic() + READY_TIMEOUT_S
 		while True:
 			status = self.proc.poll()
@@ -503,7 +503,7 @@ def keys_present(records, expects):
 
 def check_expected(checker, records, expects):
 	"""Match every expectation to exactly one received record by (type,
-	cookie) and fail on every event record nobody expected."""
+	cookie), and fail on every event record that no expectation matches."""
 	by_key = {}
 	for record in event_records(records):
 		by_key.setdefault((record["type"], record.get("cookie")), []).append(record)
@@ -596,6 +596,7 @@ def check_stream(checker, subscriber, netns, allow_late=False):
 	either; with it, every ts inversion must carry late."""
 	records = subscriber.records()
 	checker.equal("protocol problems on the subscriber's stream", [], subscriber.problems)
+
 	foreign = [r for r in event_records(records) if r.get("netns") != netns.inode]
 	checker.equal("records outside netns %d despite the netns filter" % netns.inode, [],
 		      foreign[:5])
@@ -610,6 +611,7 @@ def check_stream(checker, subscriber, netns, allow_late=False):
 		checker.check(records[0]["seq"] > subscriber.snapshot_end.get("seq", -1),
 			      "first live seq above snapshot_end's seq",
 			      "> %s" % subscriber.snapshot_end.get("seq"), records[0]["seq"])
+
 	seq_problems, inversions = order_problems(records)
 	checker.equal("records whose seq is not above the previous record's", [],
 		      [(r, last) for r, last in seq_problems[:5]])
@@ -732,8 +734,8 @@ class Session:
 		return proc
 
 	def start_daemon(self, binary, netns, args=(), label=None, cpu=None):
-		"""Start tcptapd, pinned to cpu if given, and wait until it answers
-		a subscription filtered to netns with a hello."""
+		"""Start tcptapd, pinned to cpu if given, and wait until it replies
+		to a subscription filtered to netns with a hello."""
 		label = label or "tcptapd-%d" % (len(self.daemons) + 1)
 		daemon = Daemon(binary, self.workdir, label, list(args), cpu)
 		self.daemons.append(daemon)
