@@ -80,13 +80,12 @@ class BeforeStart:
 
 	def expect_seeded(self, label, agent, end, closing):
 		"""A connection end from before the start: a snapshot record naming
-		its owning process, then a close copying it. Which thread and
-		cgroup the snapshot names is the daemon's choice, so
-		check_lifecycles() compares those two with the snapshot instead."""
+		its owning process, then a close copying it. Which thread the
+		snapshot names is the daemon's choice, so check_lifecycles()
+		compares the tid with the snapshot instead."""
 		fields = tt.connection_fields("snapshot", agent, self.netns, end["local"], end["peer"],
 					      end["cookie"], end["tid"])
 		del fields["tid"]
-		fields.pop("cgroup", None)
 		self.snapshot_expects[end["cookie"]] = (label, dict(fields))
 		fields["type"] = "close"
 		self.expects.append(tt.Expect("%s: close" % label, fields,
