@@ -360,24 +360,20 @@ int loader_read_counters(const struct loader *l, uint64_t ret_totals[TCPTAP_CNT_
 
 uint64_t loader_recursion_misses(const struct loader *l)
 {
+	struct bpf_program *const *progs;
 	uint64_t total = 0;
+	size_t n;
 
-	for (size_t i = 0; i < l->nlinks; i++) {
+	/* The programs' own descriptors, not BPF_PROG_GET_FD_BY_ID on the
+	 * links' program ids: that command needs CAP_SYS_ADMIN, which tcptapd
+	 * drops after start-up. */
+	progs = backend_programs(l->skel, l->backend, &n);
+	for (size_t i = 0; i < n; i++) {
 		struct bpf_prog_info info = { 0 };
 		__u32 len = sizeof(info);
-		int fd = bpf_link__fd(l->links[i]);
-		struct bpf_link_info link_info = { 0 };
-		__u32 link_len = sizeof(link_info);
-		int prog_fd;
 
-		if (bpf_obj_get_info_by_fd(fd, &link_info, &link_len) < 0)
-			continue;
-		prog_fd = bpf_prog_get_fd_by_id(link_info.prog_id);
-		if (prog_fd < 0)
-			continue;
-		if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) == 0)
+		if (bpf_obj_get_info_by_fd(bpf_program__fd(progs[i]), &info, &len) == 0)
 			total += info.recursion_misses;
-		close(prog_fd);
 	}
 	return total;
 }
