@@ -11,10 +11,13 @@
 #define JSON_RECORD_MAX_BYTES 640
 
 /* Encode a published record (connect, accept, close, connect_failed, lost) as
- * one JSON object followed by '\n'. Returns the length written or -ENOSPC. */
+ * one JSON object followed by '\n', without a terminating NUL. Returns the
+ * length written, -ENOSPC if size is too small, or -EINVAL for a type or
+ * family that has no wire name. */
 int json_encode_record(const struct record *r, char *buf, size_t size);
 
-/* Encode a connection table entry as a "snapshot" line. */
+/* Encode a connection table entry as a "snapshot" line, like json_encode_record().
+ * Returns -EINVAL if r->origin is RECORD_ORIGIN_NONE. */
 int json_encode_snapshot(const struct record *r, char *buf, size_t size);
 
 struct hello_info {
@@ -36,7 +39,8 @@ char *json_encode_error(const char *code, const char *message);
 char *json_encode_overflow(uint64_t queued_bytes, uint64_t limit_bytes, uint64_t last_seq_sent,
 			   uint64_t newest_seq);
 
-/* Names used on the wire. */
+/* Names used on the wire; NULL for a value without one. An errno without a
+ * name is encoded as "E<decimal value>". */
 const char *json_type_name(unsigned int type);
 const char *json_family_name(unsigned int family);
 const char *json_origin_name(unsigned int origin);

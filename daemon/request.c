@@ -11,14 +11,15 @@
 #include "request.h"
 
 /*
- * A request is one JSON object on one line. json-c checks the syntax; a
- * second lexical pass then rejects what json-c accepts but JSON does not
- * (single-quoted strings, NaN and Infinity, integers past UINT64_MAX, which
- * json-c silently saturates) and duplicate keys, which json-c resolves by
- * keeping the last value. The parsed object is then checked field by field.
+ * A request is one JSON object on one line. json-c 0.16 checks the syntax, but
+ * even in strict mode it accepts single-quoted keys, NaN and Infinity, and it
+ * saturates integers past UINT64_MAX. It also keeps the last of duplicate
+ * keys. A second, lexical pass over the text rejects all of these. The parsed
+ * object is then checked field by field.
  */
 
-/* Object and array nesting a request may use; a valid one needs 3. */
+/* json-c's parser stack depth: it allows one level less of nested objects and
+ * arrays, so 7. A valid request needs 3. */
 #define REQUEST_MAX_DEPTH 8
 /* Every distinct key takes at least 4 bytes of the line ("k":0,). */
 #define REQUEST_MAX_KEYS (REQUEST_MAX_BYTES / 4)
@@ -652,7 +653,7 @@ int request_parse(const char *line, size_t len, struct client_request *ret_reque
 	if (r < 0)
 		return r;
 
-	/* A blank line asks for the defaults: subscribe to everything. */
+	/* A blank line requests the defaults: subscribe to everything. */
 	if (obj) {
 		r = parse_request_object(obj, &req, errbuf, errbuf_size);
 		json_object_put(obj);

@@ -40,12 +40,16 @@ struct client_request {
 	char run_id[64];	/* run_id of the hello that seq came from; "" if absent */
 };
 
-/* Parse one request line (without '\n'). On failure returns -EINVAL and puts
- * a one-line reason naming the offending field into errbuf. */
+/* Parse one request line (without '\n'); a blank line yields the defaults
+ * (subscribe, no filter). On failure returns -EINVAL and puts a one-line
+ * reason naming the offending field into errbuf, or returns -ENOMEM. */
 int request_parse(const char *line, size_t len, struct client_request *ret_request,
 		  char *errbuf, size_t errbuf_size);
 
-/* True if r passes f. RECORD_LOST records always pass. */
+/* True if r passes f. RECORD_LOST records always pass. A table entry
+ * (r->origin set) is matched by its origin for the types condition: connect
+ * and accept count as those types, seeded as either. Live records must carry
+ * RECORD_ORIGIN_NONE so their ev.type is used. */
 bool record_filter_match(const struct record_filter *f, const struct record *r);
 
 #endif /* TCPTAP_REQUEST_H */

@@ -43,9 +43,23 @@ ninja -C build-asan >/dev/null
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	run_suites build-asan --suite unit
 
-if [ -x tests/run-fuzz.sh ] || [ -f tests/run-fuzz.sh ]; then
-	echo "== fuzzing the request parser =="
-	bash tests/run-fuzz.sh || status=1
-fi
+echo "== fuzzing the request parser and the record encoder =="
+[ -f build-fuzz/build.ninja ] || CC=clang meson setup build-fuzz -Dfuzz=true >/dev/null
+ninja -C build-fuzz tests/fuzz-request tests/fuzz-json-encode >/dev/null
+bash tests/run-fuzz.sh build-fuzz 30 || status=1
 
+/usr/bin/python3 - build/meson-logs/testlog.json build-asan/meson-logs/testlog.json <<'PY'
+import json, sys
+counts = {"passed": 0, "failed": 0, "skipped": 0}
+for path in sys.argv[1:]:
+    try:
+        lines = open(path).readlines()
+    except OSError:
+        continue
+    for line in lines:
+        result = json.loads(line).get("result")
+        key = {"OK": "passed", "EXPECTEDFAIL": "passed", "SKIP": "skipped"}.get(result, "failed")
+        counts[key] += 1
+print(f"{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped")
+PY
 exit $status

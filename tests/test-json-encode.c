@@ -12,10 +12,10 @@
 
 /*
  * Unit tests of the wire encoder. Every line the encoder writes is parsed
- * back with json-c and compared field by field; fixed records are compared
- * byte for byte with tests/golden/stream.jsonl (path given as argv[1]).
- * With --print the golden records are written to stdout instead, so the file
- * can be regenerated and reviewed after a deliberate format change.
+ * back with json-c and compared field by field. Fixed records are compared
+ * byte for byte with the golden file named by argv[1]. With --print the
+ * golden stream goes to stdout instead, to regenerate the file after a
+ * deliberate format change (review the diff before committing it).
  */
 
 static unsigned int passed, failed;
@@ -111,7 +111,12 @@ static struct json_object *parse_line(const char *buf, int len)
 	CHECK_INT(json_tokener_success, json_tokener_get_error(tok));
 	CHECK_INT(len - 1, json_tokener_get_parse_end(tok));
 	json_tokener_free(tok);
-	CHECK(obj && json_object_is_type(obj, json_type_object));
+	CHECK(obj != NULL);
+	if (obj && !json_object_is_type(obj, json_type_object)) {
+		CHECK(json_object_is_type(obj, json_type_object));
+		json_object_put(obj);
+		return NULL;
+	}
 	return obj;
 }
 
@@ -283,7 +288,8 @@ static void test_record_late(void)
 		return;
 	check_keys(obj, keys);
 	CHECK(json_object_object_get_ex(obj, "late", &late));
-	CHECK(json_object_is_type(late, json_type_boolean) && json_object_get_boolean(late));
+	CHECK(json_object_is_type(late, json_type_boolean));
+	CHECK(json_object_get_boolean(late));
 	json_object_put(obj);
 }
 

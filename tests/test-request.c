@@ -77,8 +77,11 @@ static void test_defaults(void)
 		CHECK_STR("", err);
 		CHECK_INT(REQUEST_SUBSCRIBE, req.command);
 		CHECK_U64(0, req.filter.types);
-		CHECK(!req.filter.has_pid && !req.filter.has_comm && !req.filter.has_port);
-		CHECK(!req.filter.has_netns && !req.filter.has_cgroup);
+		CHECK(!req.filter.has_pid);
+		CHECK(!req.filter.has_comm);
+		CHECK(!req.filter.has_port);
+		CHECK(!req.filter.has_netns);
+		CHECK(!req.filter.has_cgroup);
 		CHECK_INT(0, req.filter.family);
 		CHECK(!req.has_resume);
 		CHECK_STR("", req.run_id);
@@ -130,14 +133,18 @@ static void test_commands(void)
 	CHECK_INT(0, parse("{\"command\":\"dump\",\"filter\":{\"port\":22}}", &req, err,
 			   sizeof(err)));
 	CHECK_INT(REQUEST_DUMP, req.command);
-	CHECK(req.filter.has_port && req.filter.port == 22);
+	CHECK(req.filter.has_port);
+	CHECK_U64(22, req.filter.port);
 	/* Escaped keys and values mean the same as plain ones. */
 	CHECK_INT(0, parse("{\"\\u0063ommand\":\"d\\u0075mp\"}", &req, err, sizeof(err)));
 	CHECK_INT(REQUEST_DUMP, req.command);
 	/* Zero is a valid pid (the idle task) and a valid resume point. */
 	CHECK_INT(0, parse("{\"filter\":{\"pid\":0},\"resume_from\":0,\"run_id\":\"r\"}", &req,
 			   err, sizeof(err)));
-	CHECK(req.filter.has_pid && req.filter.pid == 0 && req.has_resume && req.resume_from == 0);
+	CHECK(req.filter.has_pid);
+	CHECK_U64(0, req.filter.pid);
+	CHECK(req.has_resume);
+	CHECK_U64(0, req.resume_from);
 }
 
 static const struct {
@@ -158,6 +165,9 @@ static const struct {
 	{ "{\"filter\":{\"pid\":01}}", "invalid JSON at byte 19: number expected" },
 	{ "{\"command\":\"\xff\"}", "invalid JSON at byte 12: invalid utf-8 string" },
 	{ "{\"filter\":{\"types\":[[[[[[[[1]]]]]]]]}}", "invalid JSON at byte 25: nesting too deep" },
+	/* Seven levels parse, so the semantic check reports; eight do not. */
+	{ "{\"a\":[[[[[[1]]]]]]}", "unknown field \"a\"" },
+	{ "{\"a\":[[[[[[[1]]]]]]]}", "invalid JSON at byte 12: nesting too deep" },
 	/* Shape. */
 	{ "[]", "request must be a JSON object" },
 	{ "\"subscribe\"", "request must be a JSON object" },
