@@ -541,6 +541,15 @@ static int on_housekeeping(sd_event_source *s, uint64_t usec, void *userdata)
 
 /* ---- stats record ---- */
 
+/* Milliseconds with microsecond precision, printed without binary noise. */
+static json_object *json_double_ms(uint64_t ns)
+{
+	char text[32];
+
+	snprintf(text, sizeof(text), "%.3f", (double)ns / 1e6);
+	return json_object_new_double_s(strtod(text, NULL), text);
+}
+
 static json_object *cpu_stats_json(struct daemon *d, uint64_t now)
 {
 	json_object *cpus = json_object_new_array();
@@ -555,8 +564,7 @@ static json_object *cpu_stats_json(struct daemon *d, uint64_t now)
 		json_object_object_add(o, "cpu", json_object_new_int64(cpu));
 		json_object_object_add(o, "online", json_object_new_boolean(cs.online));
 		json_object_object_add(o, "stalled", json_object_new_boolean(cs.stalled));
-		json_object_object_add(o, "frontier_lag_ms",
-				       json_object_new_double((double)cs.lag_ns / 1e6));
+		json_object_object_add(o, "frontier_lag_ms", json_double_ms(cs.lag_ns));
 		json_object_object_add(o, "events", json_object_new_uint64(cs.events));
 		json_object_object_add(o, "syncs", json_object_new_uint64(cs.syncs));
 		json_object_object_add(o, "syncs_busy", json_object_new_uint64(cs.syncs_busy));
