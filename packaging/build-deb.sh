@@ -4,12 +4,11 @@
 #
 # Usage: packaging/build-deb.sh OUTPUT_DIR
 #
-# The tree keeps its Debian packaging in packaging/debian, so the script copies
-# the sources (the files git tracks plus untracked ones it does not ignore, or
-# everything but build directories outside a git checkout) to a temporary
-# directory, puts packaging/debian there as debian/, runs
+# The tree keeps its Debian packaging in packaging/debian. The script copies the
+# sources to a temporary directory, puts packaging/debian there as debian/, runs
 # `dpkg-buildpackage -us -uc -b` and copies the .deb, .buildinfo and .changes
-# files to OUTPUT_DIR.
+# files to OUTPUT_DIR. In a git checkout it copies the files git tracks and the
+# untracked ones git does not ignore; elsewhere, everything but build*/.
 set -euo pipefail
 
 if [ $# -ne 1 ]; then

@@ -61,9 +61,9 @@ class Failure(Exception):
     pass
 
 
-def check(condition, what, expected, actual):
+def check(condition, subject, expected, actual):
     if not condition:
-        raise Failure(f"{what}: expected {expected}, got {actual}")
+        raise Failure(f"{subject}: expected {expected}, got {actual}")
 
 
 def wait_until(predicate, timeout_s, interval_s=0.05):
@@ -191,19 +191,41 @@ def bpftool_json(*args):
     return json.loads(out) if out.strip() else []
 
 
-def daemon_bpf_objects(pid):
-    """Program and link ids that process pid holds, from bpftool."""
-    progs = {p["id"] for p in bpftool_json("prog", "show")
-             if any(h.get("pid") == pid for h in p.get("pids", []))}
-    links = {l["id"] for l in bpftool_json("link", "show")
-             if any(h.get("pid") == pid for h in l.get("pids", []))}
-    return progs, links
+def fd_objects(pid):
+    """BPF program ids, BPF link ids and the number of perf events that
+    process pid has open, from /proc/<pid>/fd and fdinfo."""
+    progs, links, perf_events = set(), set(), 0
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                info = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+        except OSError:
+            continue  # closed meanwhile
+        if target == "anon_inode:bpf-prog" and "prog_id" in info:
+            progs.add(int(info["prog_id"]))
+        elif target == "anon_inode:bpf_link" and "link_id" in info:
+            links.add(int(info["link_id"]))
+        elif target == "anon_inode:[perf_event]":
+            perf_events += 1
+    return progs, links, perf_events
 
 
-def tcptap_programs():
-    """Programs named like those of tcptap.bpf.c: id to holder pids."""
-    return {p["id"]: {h.get("pid") for h in p.get("pids", [])}
-            for p in bpftool_json("prog", "show")
+def programs_held_by_any_process():
+    held = set()
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                held |= fd_objects(int(pid))[0]
+            except OSError:
+                continue  # exited meanwhile
+    return held
+
+
+def tcptap_program_ids():
+    """Ids of the loaded programs named like those of tcptap.bpf.c."""
+    return {p["id"] for p in bpftool_json("prog", "show")
             if p.get("name", "").startswith(PROGRAM_PREFIXES)}
 
 
@@ -273,7 +295,7 @@ def wait_ready(daemon, notify):
 
 
 def test_readiness_and_stop(tcptapd, tmp):
-    before = tcptap_programs()
+    before = tcptap_program_ids()
     # The shell's pid becomes the daemon's through exec, as under systemd.
     wrapper = ("sh", "-c", 'WATCHDOG_PID=$$; export WATCHDOG_PID; exec "$0" "$@"')
     daemon, notify, sock_path = start_daemon(
@@ -298,9 +320,10 @@ def test_readiness_and_stop(tcptapd, tmp):
         # With WATCHDOG_USEC of 2 s, sd-event pings every second.
         check(pings >= 2, "WATCHDOG=1 pings in 2.5 s", ">= 2", pings)
 
-        progs, links = daemon_bpf_objects(daemon.pid)
-        check(progs, "programs held by the daemon (bpftool prog show)", "some", progs)
-        check(links, "links held by the daemon (bpftool link show)", "some", links)
+        progs, links, perf_events = fd_objects(daemon.pid)
+        check(progs, "BPF programs open in the daemon", "some", progs)
+        check(links, "BPF links open in the daemon", "some", links)
+        check(perf_events, "perf events open in the daemon", "some", perf_events)
 
         exit_status = daemon.stop()
         check(exit_status == 0, "exit status after SIGTERM", 0, exit_status)
@@ -314,11 +337,10 @@ def test_readiness_and_stop(tcptapd, tmp):
         perf = [p for p in bpftool_json("perf", "show")
                 if p.get("pid") == daemon.pid or p.get("prog_id") in progs]
         check(not perf, "daemon perf events left after exit", "none", perf)
-        # A tcptap program that no process holds is a leak (pinned or held
-        # by a leftover link), whoever loaded it during this test.
-        leaked = {i: pids for i, pids in tcptap_programs().items()
-                  if i not in before and not pids}
-        check(not leaked, "tcptap programs without a holder after exit", "none", leaked)
+        # A tcptap program that appeared during the test and that no process
+        # has open was leaked (pinned, or kept by a link).
+        leaked = tcptap_program_ids() - before - programs_held_by_any_process()
+        check(not leaked, "tcptap programs no process has open", "none", leaked)
     finally:
         daemon.kill()
         notify.close()
@@ -351,7 +373,7 @@ def test_socket_activation(tcptapd, tmp):
     try:
         check(wait_until(lambda: os.path.exists(listen_path), 10), "listening socket",
               listen_path, "missing")
-        # The connection starts the daemon, which answers once it is ready.
+        # The connection starts the daemon, which sends its hello once ready.
         reader = LineReader(connect_client(listen_path))
         hello = reader.next(READY_TIMEOUT_S)
         check(hello is not None and hello.get("type") == "hello",
@@ -451,16 +473,16 @@ def test_unit_capabilities(tcptapd, service_unit, tmp):
         live_proc, live_port = start_pair(netns, 41002)
         pairs.append((live_proc, live_port))
         stop_pair(live_proc)
-        wanted = {"connect", "accept", "close"}
+        expected_types = {"connect", "accept", "close"}
         seen = []
         deadline = time.monotonic() + EVENT_TIMEOUT_S
-        while wanted - {r["type"] for r in seen} and time.monotonic() < deadline:
+        while expected_types - {r["type"] for r in seen} and time.monotonic() < deadline:
             msg = reader.next(deadline - time.monotonic())
-            if msg and msg.get("type") in wanted and live_port in (msg["sport"], msg["dport"]):
+            if msg and msg.get("type") in expected_types and live_port in (msg["sport"], msg["dport"]):
                 seen.append(msg)
         types = sorted(r["type"] for r in seen)
-        check(wanted <= set(types), "live records of the connection opened after start",
-              sorted(wanted), types)
+        check(expected_types <= set(types), "live records of the connection opened after start",
+              sorted(expected_types), types)
         for r in seen:
             check(r["netns"] == inode and r["pid"] == live_proc.pid,
                   "live record attribution", f"netns {inode} pid {live_proc.pid}", r)
