@@ -12,6 +12,8 @@ Usage: test-service.py TCPTAPD SERVICE_UNIT SOCKET_UNIT
 - the capability bounding set of SERVICE_UNIT is enough to trace and seed a
   network namespace made here, and the daemon keeps only CAP_PERFMON after
   start-up (and CAP_BPF where the kernel's bpf() gate needs it);
+- every system call the daemon makes from start to stop, traced with strace,
+  passes the SystemCallFilter= of SERVICE_UNIT;
 - SERVICE_UNIT and SOCKET_UNIT pass `systemd-analyze verify`, and
   `systemd-analyze security --offline=yes` rates the service 4.9 or lower.
 
@@ -502,6 +504,88 @@ def test_unit_capabilities(tcptapd, service_unit, tmp):
         subprocess.run(["ip", "netns", "del", netns], check=False)
 
 
+def syscall_groups():
+    """Map each group of `systemd-analyze syscall-filter` to its members."""
+    out = subprocess.run(["systemd-analyze", "syscall-filter", "--no-pager"], check=True,
+                         capture_output=True, text=True).stdout
+    groups, current = {}, None
+    for line in out.splitlines():
+        if line.startswith("@"):
+            current = groups.setdefault(line.split()[0], [])
+        elif current is not None and line.strip() and not line.strip().startswith("#"):
+            current.append(line.split()[0])
+    return groups
+
+
+def expand_syscalls(names, groups):
+    result = set()
+    for name in names:
+        if name.startswith("@"):
+            result |= expand_syscalls(groups[name], groups)
+        else:
+            result.add(name)
+    return result
+
+
+def unit_syscall_filter(unit_path):
+    """The system calls that the unit's SystemCallFilter= lines allow."""
+    groups = syscall_groups()
+    allowed = None
+    with open(unit_path) as f:
+        for line in f:
+            if not line.startswith("SystemCallFilter="):
+                continue
+            value = line.split("=", 1)[1].split()
+            if value[0].startswith("~"):
+                check(allowed is not None, "SystemCallFilter= order", "allow list first",
+                      line.strip())
+                allowed -= expand_syscalls([value[0][1:], *value[1:]], groups)
+            else:
+                allowed = (allowed or set()) | expand_syscalls(value, groups)
+    check(allowed, "SystemCallFilter= in the unit", "an allow list", allowed)
+    return allowed
+
+
+def test_syscall_filter(tcptapd, service_unit, tmp):
+    allowed = unit_syscall_filter(service_unit)
+    trace = os.path.join(tmp, "strace.out")
+    strace = ("strace", "-f", "-qq", "-o", trace)
+    daemon, notify, sock_path = start_daemon(tcptapd, tmp, "strace", prefix=strace)
+    try:
+        wait_ready(daemon, notify)
+        for command in (b'{"command":"stats"}\n', b"\n"):
+            reader = LineReader(connect_client(sock_path, command))
+            check(reader.next(CLIENT_TIMEOUT_S), "reply to a client", "a hello", None)
+        # A loopback connection gives the event path something to carry.
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            with socket.create_connection(server.getsockname()):
+                server.accept()[0].close()
+        time.sleep(1.5)  # one housekeeping tick
+        # SIGTERM goes to the traced daemon; strace exits with its status.
+        with open(f"/proc/{daemon.pid}/task/{daemon.pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+        check(len(children) == 1, "processes under strace", "one", children)
+        os.kill(children[0], signal.SIGTERM)
+        exit_status = daemon.stop()
+        check(exit_status == 0, "exit status after SIGTERM", 0, exit_status)
+    finally:
+        daemon.kill()
+        notify.close()
+    used = set()
+    with open(trace) as f:
+        for line in f:
+            match = re.match(r"\d+\s+([a-z_0-9]+)\(", line)
+            if match:
+                used.add(match.group(1))
+    # strace starts the daemon through execve(), which systemd does before
+    # it applies the filter.
+    used.discard("execve")
+    check("bpf" in used and "perf_event_open" in used, "traced system calls",
+          "bpf and perf_event_open among them", sorted(used))
+    outside = sorted(used - allowed)
+    check(not outside, "system calls outside SystemCallFilter=", "none", outside)
+
+
 def test_unit_files(tcptapd, service_unit, socket_unit, tmp):
     # verify checks ExecStart= on this machine, where the package is not
     # installed: check a copy that runs the binary under test.
@@ -547,6 +631,7 @@ def main():
         ("watchdog other pid", lambda tmp: test_watchdog_other_pid(tcptapd, tmp)),
         ("socket activation", lambda tmp: test_socket_activation(tcptapd, tmp)),
         ("unit capabilities", lambda tmp: test_unit_capabilities(tcptapd, service_unit, tmp)),
+        ("system call filter", lambda tmp: test_syscall_filter(tcptapd, service_unit, tmp)),
     ]
     passed = failed = 0
     for name, fn in tests:
