@@ -35,13 +35,6 @@
  * all happen before the drop.
  */
 
-#ifndef CAP_PERFMON
-#define CAP_PERFMON 38
-#endif
-#ifndef CAP_BPF
-#define CAP_BPF 39
-#endif
-
 /* Capability numbers fit in 64 bits until the kernel defines a 65th. */
 #define CAPS_MAX_NUMBER 63
 

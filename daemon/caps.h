@@ -5,6 +5,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <linux/capability.h>
+
+/* Linux 5.8 added both; older headers lack them. */
+#ifndef CAP_PERFMON
+#define CAP_PERFMON 38
+#endif
+#ifndef CAP_BPF
+#define CAP_BPF 39
+#endif
+
 /*
  * Capability drop once tcptapd has attached its programs, seeded its table and
  * listens. Capability sets are bit masks: bit N is capability N of

@@ -11,6 +11,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "caps.h"
 #include "loader.h"
 #include "log.h"
 #include "tcptap.skel.h"
@@ -128,6 +129,20 @@ static bool path_exists(const char *path)
 	return access(path, F_OK) == 0;
 }
 
+/* Whether CAP_BPF and CAP_PERFMON are effective, or CAP_SYS_ADMIN, which
+ * passes the same checks. uid 0 alone proves nothing: a service manager can
+ * start root with a reduced bounding set. */
+static bool has_load_capabilities(void)
+{
+	const uint64_t load_caps = CAPS_BIT(CAP_PERFMON) | CAPS_BIT(CAP_BPF);
+	struct caps_state cur;
+
+	if (caps_get(&cur) < 0)
+		return geteuid() == 0;
+	return (cur.effective & load_caps) == load_caps ||
+	       (cur.effective & CAPS_BIT(CAP_SYS_ADMIN));
+}
+
 /* One line an operator can act on, for a backend that failed with err. */
 static void explain_failure(enum backend b, const char *step, const char *prog, int err,
 			    char *reason, size_t size)
@@ -143,8 +158,9 @@ static void explain_failure(enum backend b, const char *step, const char *prog, 
 		 !path_exists("/sys/kernel/tracing/events") &&
 		 !path_exists("/sys/kernel/debug/tracing/events"))
 		hint = "; tracefs is not mounted: mount -t tracefs tracefs /sys/kernel/tracing";
-	else if ((err == EPERM || err == EACCES) && geteuid() != 0)
-		hint = "; run as root or with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN";
+	else if ((err == EPERM || err == EACCES) && !has_load_capabilities())
+		hint = "; loading needs CAP_BPF and CAP_PERFMON: run as root or through "
+		       "tcptapd.service";
 	else if (err == EPERM || err == EACCES)
 		hint = "; the kernel refuses this program type even to root (lockdown, a "
 		       "security module or missing BPF trampoline support)";
