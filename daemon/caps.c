@@ -19,9 +19,15 @@
  * library dependency in the package.
  *
  * What tcptapd does once it runs, and the capability each step needs:
- * - perf_event_open() of a CPU-wide cpu-clock event when a CPU comes online
- *   needs CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8) whenever
- *   kernel.perf_event_paranoid is 1 or more (the kernel default is 2).
+ * - When a CPU comes online, perf_event_open() of its CPU-wide cpu-clock sync
+ *   event and of a new set of per-CPU perf rings needs CAP_PERFMON
+ *   (CAP_SYS_ADMIN before Linux 5.8) whenever kernel.perf_event_paranoid is 1
+ *   or more (the kernel default is 2).
+ * - Mapping that new set of rings while the old one is still mapped needs
+ *   CAP_IPC_LOCK once the pages exceed kernel.perf_event_mlock_kb per online
+ *   CPU, an allowance all processes of the user share, plus RLIMIT_MEMLOCK.
+ *   On 2 CPUs with the kernel defaults, rings of 1024 pages already fail with
+ *   EPERM without it.
  * - bpf() commands on descriptors it already has: map lookups, updates and
  *   deletes, BPF_PROG_TEST_RUN of the sync program, BPF_LINK_CREATE of a
  *   perf_event program and BPF_OBJ_GET_INFO_BY_FD. None of them checks a
@@ -168,7 +174,8 @@ static int probe_bpf_fd_commands_need_cap(void)
 
 uint64_t caps_runtime_set(void)
 {
-	uint64_t keep = CAPS_BIT(CAP_PERFMON);
+	const uint64_t perf_bpf = CAPS_BIT(CAP_PERFMON) | CAPS_BIT(CAP_BPF);
+	uint64_t keep = CAPS_BIT(CAP_PERFMON) | CAPS_BIT(CAP_IPC_LOCK);
 	struct caps_state cur;
 	int r;
 
@@ -184,7 +191,7 @@ uint64_t caps_runtime_set(void)
 	/* CAP_SYS_ADMIN also passes every check of CAP_PERFMON and CAP_BPF: keep
 	 * it only where it is all the daemon has for them, as on kernels before
 	 * 5.8 that lack both, or under a bounding set that leaves them out. */
-	if (caps_get(&cur) == 0 && (keep & ~cur.permitted) &&
+	if (caps_get(&cur) == 0 && (keep & perf_bpf & ~cur.permitted) &&
 	    (cur.permitted & CAPS_BIT(CAP_SYS_ADMIN)))
 		keep |= CAPS_BIT(CAP_SYS_ADMIN);
 	return keep;

@@ -15,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -64,6 +66,7 @@
 #define BPF CAPS_BIT(39)
 #define SYS_ADMIN CAPS_BIT(CAP_SYS_ADMIN)
 #define SETPCAP CAPS_BIT(CAP_SETPCAP)
+#define IPC_LOCK CAPS_BIT(CAP_IPC_LOCK)
 #define SYNC_PERIOD_NS 10000000
 
 /* Objects made with full capabilities, as tcptapd makes them at start. */
@@ -144,6 +147,23 @@ static int open_cpu_clock(int cpu)
 	return (int)syscall(SYS_perf_event_open, &attr, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC);
 }
 
+/* Data pages of a perf ring bigger than the locked-memory allowance of
+ * kernel.perf_event_mlock_kb per online CPU, a power of two as perf requires. */
+static size_t pages_over_allowance(void)
+{
+	long page = sysconf(_SC_PAGESIZE), cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned long mlock_kb = 0;
+	size_t pages = 1;
+	FILE *f = fopen("/proc/sys/kernel/perf_event_mlock_kb", "re");
+
+	CHECK(f);
+	CHECK(fscanf(f, "%lu", &mlock_kb) == 1);
+	fclose(f);
+	while (pages <= mlock_kb * 1024 / (unsigned long)page * (unsigned long)cpus)
+		pages *= 2;
+	return pages;
+}
+
 /* What tcptapd does after the drop: each must still succeed. */
 static void check_runtime_operations(const struct objects *o)
 {
@@ -164,6 +184,17 @@ static void check_runtime_operations(const struct objects *o)
 	link_fd = bpf_link_create(o->perf_prog_fd, perf_fd, BPF_PERF_EVENT, NULL);
 	CHECK_ERRNO(0, link_fd < 0 ? errno : 0);
 	close(link_fd);
+
+	/* A new set of rings while the old one is mapped: with RLIMIT_MEMLOCK
+	 * at 0, only CAP_IPC_LOCK lets pages beyond the allowance be locked. */
+	const struct rlimit no_memlock = { 0, 0 };
+	size_t ring_bytes = (1 + pages_over_allowance()) * (size_t)sysconf(_SC_PAGESIZE);
+	void *ring;
+
+	CHECK(setrlimit(RLIMIT_MEMLOCK, &no_memlock) == 0);
+	ring = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, perf_fd, 0);
+	CHECK_ERRNO(0, ring == MAP_FAILED ? errno : 0);
+	munmap(ring, ring_bytes);
 	close(perf_fd);
 }
 
@@ -365,16 +396,17 @@ static int run_case(const char *name, void (*fn)(void))
 
 int main(void)
 {
-	const uint64_t required = SETPCAP | SYS_ADMIN | BPF | PERFMON;
+	const uint64_t required = SETPCAP | SYS_ADMIN | BPF | PERFMON | IPC_LOCK;
 	int failed = 0;
 
 	log_set_prefix(false);
 	log_set_max_level(LOG_INFO);
 	if ((self_mask("CapEff") & required) != required) {
-		printf("SKIP: needs root (CAP_SETPCAP, CAP_SYS_ADMIN, CAP_BPF, CAP_PERFMON)\n");
+		printf("SKIP: needs root (CAP_SETPCAP, CAP_SYS_ADMIN, CAP_BPF, CAP_PERFMON, "
+		       "CAP_IPC_LOCK)\n");
 		return 77;
 	}
-	expected_runtime = PERFMON | (kernel_gates_fd_commands() ? BPF : 0);
+	expected_runtime = PERFMON | IPC_LOCK | (kernel_gates_fd_commands() ? BPF : 0);
 
 	failed += run_case("format", case_format);
 	failed += run_case("get", case_get);

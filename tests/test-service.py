@@ -10,8 +10,9 @@ Usage: test-service.py TCPTAPD SERVICE_UNIT SOCKET_UNIT
   perf event of the daemon survives it;
 - socket activation through systemd-socket-activate;
 - the capability bounding set of SERVICE_UNIT is enough to trace and seed a
-  network namespace made here, and the daemon keeps only CAP_PERFMON after
-  start-up (and CAP_BPF where the kernel's bpf() gate needs it);
+  network namespace made here, and the daemon keeps only CAP_PERFMON and
+  CAP_IPC_LOCK after start-up (and CAP_BPF where the kernel's bpf() gate
+  needs it);
 - every system call the daemon makes from start to stop, traced with strace,
   passes the SystemCallFilter= of SERVICE_UNIT;
 - SERVICE_UNIT and SOCKET_UNIT pass `systemd-analyze verify`, and
@@ -39,6 +40,7 @@ EVENT_TIMEOUT_S = 15
 WATCHDOG_USEC = 2000000
 MAX_EXPOSURE = 4.9
 NOBODY = 65534
+CAP_IPC_LOCK = 14
 CAP_PERFMON = 38
 CAP_BPF = 39
 # Program names of tcptap.bpf.c, as the kernel stores them (15 characters).
@@ -263,7 +265,7 @@ def unit_setting(unit_path, key):
 
 
 def expected_runtime_caps():
-    """CAP_PERFMON, plus CAP_BPF where bpf() gates every command on it.
+    """CAP_PERFMON and CAP_IPC_LOCK, plus CAP_BPF where bpf() gates every command on it.
 
     Linux 5.19 limited the kernel.unprivileged_bpf_disabled check to
     BPF_MAP_CREATE and BPF_PROG_LOAD; before, it applied to every command.
@@ -272,7 +274,7 @@ def expected_runtime_caps():
     major, minor = (int(x) for x in re.match(r"(\d+)\.(\d+)", release).groups())
     with open("/proc/sys/kernel/unprivileged_bpf_disabled") as f:
         gated = int(f.read()) != 0
-    mask = 1 << CAP_PERFMON
+    mask = 1 << CAP_PERFMON | 1 << CAP_IPC_LOCK
     if (major, minor) < (5, 19) and gated:
         mask |= 1 << CAP_BPF
     return mask
@@ -490,8 +492,8 @@ def test_unit_capabilities(tcptapd, service_unit, tmp):
                   "live record attribution", f"netns {inode} pid {live_proc.pid}", r)
 
         log = daemon.log_text()
-        check("keeping: cap_perfmon" in log, "capability log line",
-              "'keeping: cap_perfmon'", log)
+        check("keeping: cap_ipc_lock cap_perfmon" in log, "capability log line",
+              "'keeping: cap_ipc_lock cap_perfmon'", log)
         status = daemon.stop()
         check(status == 0, "exit status after SIGTERM", 0, status)
     finally:
