@@ -18,6 +18,7 @@
 #include <json-c/json.h>
 #include <systemd/sd-event.h>
 
+#include "caps.h"
 #include "conn_table.h"
 #include "history.h"
 #include "loader.h"
@@ -1100,6 +1101,9 @@ static int run(int argc, char **argv)
 	if (err < 0)
 		goto out;
 	err = setup_serving(&d);
+	if (err < 0)
+		goto out;
+	err = caps_drop_after_attach();
 	if (err < 0)
 		goto out;
 
