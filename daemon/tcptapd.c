@@ -80,6 +80,7 @@ struct daemon {
 	struct merger *merger;
 	struct ring_reader *reader;
 	sd_event_source *ring_source;
+	bool socket_created;		/* tcptapd bound the socket file itself */
 	struct conn_table *table;
 	struct history *history;
 	struct server *server;
@@ -1006,6 +1007,7 @@ static int setup_serving(struct daemon *d)
 		log_error("Failed to start serving: %s", strerror(-err));
 		return err;
 	}
+	d->socket_created = !activated;
 	if (activated)
 		log_notice("Serving on the socket passed by systemd");
 	else
@@ -1051,6 +1053,10 @@ static int setup_loop(struct daemon *d)
 static void daemon_free(struct daemon *d)
 {
 	server_free(d->server);
+	/* A socket file passed by systemd belongs to the socket unit. */
+	if (d->socket_created && unlink(d->opt.socket_path) < 0 && errno != ENOENT)
+		log_warning("Failed to remove socket '%s': %s", d->opt.socket_path,
+			    strerror(errno));
 	sd_event_source_disable_unref(d->ring_source);
 	ring_reader_free(d->reader);
 	loader_free(d->loader);
