@@ -356,10 +356,22 @@ out:
 	inflight_exit(slot);
 }
 
+/* The transitions on_state_change() acts on. About half of a connection's
+ * state changes are none of these, and they return before reading the socket. */
+static __always_inline bool is_tracked_transition(int oldstate, int newstate)
+{
+	if (newstate == TCP_SYN_SENT || oldstate == TCP_SYN_SENT)
+		return true;
+	if (oldstate == TCP_SYN_RECV)
+		return newstate == TCP_ESTABLISHED;
+	return (oldstate == TCP_ESTABLISHED || oldstate == TCP_CLOSE_WAIT) &&
+	       newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE_WAIT;
+}
+
 static __always_inline void on_state_change(void *ctx, struct sock *sk, int oldstate,
 					    int newstate, bool can_generate_cookie)
 {
-	if (!is_tcp_inet(sk))
+	if (!is_tracked_transition(oldstate, newstate) || !is_tcp_inet(sk))
 		return;
 
 	if (newstate == TCP_SYN_SENT) {
