@@ -267,12 +267,19 @@ static __always_inline void on_connect_done(void *ctx, struct sock *sk, bool est
 	}
 
 	if (established) {
-		struct conn_state live = { .phase = PHASE_LIVE, .cookie = cookie };
+		if (state) {
+			/* In place: the owner is already there, and replacing
+			 * the element would take the bucket lock and a free
+			 * element. Transitions of one socket are serialized by
+			 * its lock, so nothing reads the entry meanwhile. */
+			state->cookie = cookie;
+			state->phase = PHASE_LIVE;
+		} else {
+			struct conn_state live = { .phase = PHASE_LIVE, .cookie = cookie };
 
-		if (state)
-			live.owner = state->owner;
-		if (bpf_map_update_elem(&conns, &key, &live, BPF_ANY))
-			count(TCPTAP_CNT_OWNER_MAP_FULL);
+			if (bpf_map_update_elem(&conns, &key, &live, BPF_ANY))
+				count(TCPTAP_CNT_OWNER_MAP_FULL);
+		}
 		ev.type = TCPTAP_EV_CONNECT;
 	} else {
 		int err = BPF_CORE_READ(sk, sk_err);
@@ -465,10 +472,15 @@ static __always_inline void on_destroy(struct sock *sk)
 	__u64 key = (__u64)sk;
 	__u64 cookie;
 
-	/* Drops what a socket that was never accepted left behind. */
-	bpf_map_delete_elem(&conns, &key);
+	/* Drops what a socket that was never accepted left behind. Almost
+	 * every socket has no entry left by now, and a lookup takes no lock
+	 * where a delete takes the hash bucket's lock even for a missing key.
+	 * Nothing inserts a key of a socket that is being destroyed, so the
+	 * entry cannot appear between the lookup and the delete. */
+	if (bpf_map_lookup_elem(&conns, &key))
+		bpf_map_delete_elem(&conns, &key);
 	cookie = read_cookie(sk);
-	if (cookie)
+	if (cookie && bpf_map_lookup_elem(&seeded, &cookie))
 		bpf_map_delete_elem(&seeded, &cookie);
 }
 
