@@ -279,10 +279,20 @@ static __always_inline void on_connect_done(void *ctx, struct sock *sk, bool est
 	set_owner(&ev, &owner);
 
 	if (established) {
-		struct conn_state live = { .owner = owner, .phase = PHASE_LIVE, .cookie = cookie };
+		if (state && state->phase == PHASE_CONNECTING) {
+			/* In place: the owner is already there, and replacing
+			 * the element would take the bucket lock and a free
+			 * element. Transitions of one socket are serialized by
+			 * its lock, so nothing reads the entry meanwhile. */
+			state->cookie = cookie;
+			state->phase = PHASE_LIVE;
+		} else {
+			struct conn_state live = { .owner = owner, .phase = PHASE_LIVE,
+						   .cookie = cookie };
 
-		if (bpf_map_update_elem(&conns, &key, &live, BPF_ANY))
-			count(TCPTAP_CNT_OWNER_MAP_FULL);
+			if (bpf_map_update_elem(&conns, &key, &live, BPF_ANY))
+				count(TCPTAP_CNT_OWNER_MAP_FULL);
+		}
 		ev.type = TCPTAP_EV_CONNECT;
 	} else {
 		int err = BPF_CORE_READ(sk, sk_err);
@@ -366,10 +376,22 @@ out:
 	inflight_exit(slot);
 }
 
+/* The transitions on_state_change() acts on. About half of a connection's
+ * state changes are none of these, and they return before reading the socket. */
+static __always_inline bool is_tracked_transition(int oldstate, int newstate)
+{
+	if (newstate == TCP_SYN_SENT || oldstate == TCP_SYN_SENT)
+		return true;
+	if (oldstate == TCP_SYN_RECV)
+		return newstate == TCP_ESTABLISHED;
+	return (oldstate == TCP_ESTABLISHED || oldstate == TCP_CLOSE_WAIT) &&
+	       newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE_WAIT;
+}
+
 static __always_inline void on_state_change(void *ctx, struct sock *sk, int oldstate,
 					    int newstate, bool can_generate_cookie)
 {
-	if (!is_tcp_inet(sk))
+	if (!is_tracked_transition(oldstate, newstate) || !is_tcp_inet(sk))
 		return;
 
 	if (newstate == TCP_SYN_SENT) {
@@ -463,10 +485,15 @@ static __always_inline void on_destroy(struct sock *sk)
 	__u64 key = (__u64)sk;
 	__u64 cookie;
 
-	/* Drops what a socket that was never accepted left behind. */
-	bpf_map_delete_elem(&conns, &key);
+	/* Drops what a socket that was never accepted left behind. Almost
+	 * every socket has no entry left by now, and a lookup takes no lock
+	 * where a delete takes the hash bucket's lock even for a missing key.
+	 * Nothing inserts a key of a socket that is being destroyed, so the
+	 * entry cannot appear between the lookup and the delete. */
+	if (bpf_map_lookup_elem(&conns, &key))
+		bpf_map_delete_elem(&conns, &key);
 	cookie = read_cookie(sk);
-	if (cookie)
+	if (cookie && bpf_map_lookup_elem(&seeded, &cookie))
 		bpf_map_delete_elem(&seeded, &cookie);
 }
 

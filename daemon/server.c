@@ -878,22 +878,25 @@ void server_publish(struct server *s, const struct record *r)
 {
 	char buf[JSON_RECORD_MAX_BYTES];
 	struct client *c, *next;
-	int n;
+	int n = 0;
 
 	s->last_seq = r->seq;
 
-	n = json_encode_record(r, buf, sizeof(buf));
-	if (n < 0) {
-		server_log_encode_failure(s, r, n);
-		return;
-	}
-
+	/* Encoded once, for the first subscriber that takes the record, and
+	 * not at all when none does: encoding is most of what a record costs. */
 	for (c = s->clients; c; c = next) {
 		next = c->next;
 		if (c->state != CLIENT_STREAMING || c->command != REQUEST_SUBSCRIBE)
 			continue;
 		if (!record_filter_match(&c->filter, r))
 			continue;
+		if (n == 0) {
+			n = json_encode_record(r, buf, sizeof(buf));
+			if (n < 0) {
+				server_log_encode_failure(s, r, n);
+				return;
+			}
+		}
 		client_queue_live(c, buf, (size_t)n, r->seq);
 	}
 }
