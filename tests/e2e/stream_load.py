@@ -161,8 +161,8 @@ class Load:
 		return {"ends": ends}
 
 	def op_refuse(self, req):
-		"""Connect to a port that is bound but not listening, so the SYN
-		is answered with RST and connect() fails with ECONNREFUSED."""
+		"""Connect to a port that is bound but not listening, so the kernel
+		replies to the SYN with a RST and connect() fails with ECONNREFUSED."""
 		blocker = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 		blocker.bind(("127.0.0.1", 0))
 		port = blocker.getsockname()[1]

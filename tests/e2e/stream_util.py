@@ -1,11 +1,12 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """Helpers of the stream tests (start-up, resume, clients, dump and stats).
 
-They add to tt.py what these tests need beyond it: every line a test receives
-is validated against docs/tcptap.schema.json, a socket client that also
-follows resumed streams and error replies, the load generator process
-(stream_load.py) with its ground truth and the check of a stream against it,
-readings of the daemon's file descriptors and memory, and the tcptap CLI.
+They add what these tests need beyond tt.py. Every line a test receives is
+validated against docs/tcptap.schema.json. A socket client also follows
+resumed streams and error replies. The load generator process (stream_load.py)
+reports its ground truth, and check_ground_truth() compares a stream with it.
+The rest reads the daemon's file descriptors and memory and runs the tcptap
+CLI.
 
 The tests take three arguments: the tcptapd binary, the tcptap binary and the
 schema file. Like tt.py, a test that cannot run prints
@@ -36,7 +37,7 @@ LOAD_STOP_TIMEOUT_S = 5
 CLI_TIMEOUT_S = 30
 SNAPSHOT_TIMEOUT_S = 15
 EOF_TIMEOUT_S = 10
-# Longest time from a kernel event to its release to the clients: the default
+# Maximum time from a kernel event to its release to the clients: the default
 # --max-hold (100 ms) plus the release tick, with room for a busy machine.
 RELEASE_MARGIN_NS = 1 * 10**9
 # A record line (event, lost, snapshot) is at most this long, newline included.
@@ -259,8 +260,14 @@ class StreamClient:
 		self.sock.connect(socket_path)
 		if isinstance(request, dict):
 			request = (json.dumps(request) + "\n").encode()
+		self.send_error = None
 		if request:
-			self.sock.sendall(request)
+			try:
+				self.sock.sendall(request)
+			except (BrokenPipeError, ConnectionResetError) as e:
+				# The daemon may reject a connection at once (too_many_clients)
+				# and close it; its error line is still there to read.
+				self.send_error = e
 		self.reader = threading.Thread(target=self._read_loop, daemon=True)
 		self.reader.start()
 
@@ -368,8 +375,8 @@ class StreamClient:
 
 
 def subscribe(session, daemon, request, schema, label, wait=True, expect_end=False):
-	"""Connect a StreamClient, closed at the end of the test; with wait, wait
-	for its snapshot (or its hello, for a resume) or fail the test."""
+	"""Connect a StreamClient, which is closed at the end of the test. With
+	wait, wait for its snapshot (or its hello, for a resume) or fail the test."""
 	client = StreamClient(daemon.socket_path, request, schema, label, expect_end=expect_end)
 	session.cleanups.append(("client " + label, client.close))
 	if wait:
@@ -676,5 +683,20 @@ def query_stats(daemon, schema, label="stats request"):
 
 
 def wait_records(client, count, timeout_s=tt.RECORD_WAIT_S):
-	"""Wait until client holds at least count live event records; return whether it does."""
+	"""Wait until client has at least count live event records; return whether it has."""
 	return client.wait_for(lambda records: len(tt.event_records(records)) >= count, timeout_s)
+
+
+def check_kernel_counters(checker, daemon, schema, label):
+	"""Log the daemon's loss counters and check that no BPF program run was
+	skipped. The kernel skips a program run that would nest in another on
+	the same CPU (a softirq interrupting it), and no record in the stream then
+	reports the loss to a client. Returns the stats object."""
+	stats = query_stats(daemon, schema, label + " stats")
+	tt.log("%s: seq %d, events %s, lost %d, late %d, dropped_duplicate %d, "
+	       "dropped_orphan_close %d, kernel %s" % (
+		       label, stats["seq"], stats["events"], stats["lost"], stats["late"],
+		       stats["dropped_duplicate"], stats["dropped_orphan_close"], stats["kernel"]))
+	checker.equal("%s: BPF program runs the kernel skipped (records lost silently)" % label,
+		      0, stats["kernel"]["recursion_misses"])
+	return stats

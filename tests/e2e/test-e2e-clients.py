@@ -8,19 +8,20 @@ namespace, a normal client subscribed to that namespace must receive every
 record of every connection. Meanwhile, in each of ROUNDS rounds:
 - bad requests (malformed JSON, unknown fields, wrong types, a line over the
   4096-byte limit, binary garbage, a line that never ends) each get one error
-  record with the right code and a message naming the problem, then the
-  connection is closed; a request of exactly 4096 bytes is served;
+  record with the right code and a message naming the problem. Then the
+  connection is closed. A request of exactly 4096 bytes is served.
 - a client that subscribes and never reads, against --client-queue 65536,
   gets an overflow record as its last line and is disconnected, and
   `tcptap stats --json` counts the overflow;
-- half-closed clients (shutdown(SHUT_WR) after the request, or instead of
-  one) keep receiving the same records as the normal client;
+- a client that half-closes (shutdown(SHUT_WR)) after its request keeps
+  receiving the same records as the normal client, and one that half-closes
+  instead of sending a request is served the default subscription;
 - the client over --max-clients gets a too_many_clients error;
 - SHORT_CLIENTS clients connect and disconnect, each in one of several ways.
-After the first round the daemon's open file descriptors must return to their
-number before the round, and its memory (VmRSS and RssAnon) must not grow
-from the end of the first round to the end of the last: the first round
-reaches the allocator's high-water mark, so a later growth is a leak.
+After every round the daemon's open file descriptors must return to their
+number before the first round. The first two rounds bring its memory to the
+allocator's high-water mark; after that, a leak would grow VmRSS and RssAnon
+in every round, so at least one later round must not grow them.
 """
 
 import json
@@ -37,7 +38,7 @@ REQUEST_MAX_BYTES = 4096
 DAEMON_ARGS = ["--log-level", "debug", "--perf-pages", "256",
 	       "--client-queue", str(CLIENT_QUEUE_BYTES), "--max-clients", str(MAX_CLIENTS),
 	       "--history", "1024"]
-ROUNDS = 3
+ROUNDS = 4
 SHORT_CLIENTS = 2000		# per round
 SHORT_CLIENTS_MAX_S = 120	# per round
 SHORT_CLIENT_TIMEOUT_S = 5
@@ -45,9 +46,9 @@ OVERFLOW_WAIT_S = 60
 OVERFLOW_POLL_S = 0.1
 FD_SETTLE_S = 10
 FD_SETTLE_PAUSE_S = 0.5
-# Memory growth allowed between the end of the first and of the last round:
-# 2 * SHORT_CLIENTS clients later, a leak of 128 bytes per client exceeds it.
-MEMORY_TOLERANCE_KIB = 512
+# Memory growth allowed in a round after the first: a leak of 128 bytes per
+# client exceeds it in every round.
+MEMORY_ROUND_TOLERANCE_KIB = SHORT_CLIENTS * 128 // 1024
 CHURN = {"pool": 16, "pause_ms": 10, "max_count": 100000, "max_duration_s": 900}
 CLOSE_WAIT_S = 30
 
@@ -158,18 +159,21 @@ class Test:
 		checker = self.checker
 		checker.check(data.endswith(b"\n"), "%s: stream ends with a whole line" % label,
 			      "a newline at the end", data[-100:])
+
 		records = []
 		for line in data.split(b"\n")[:-1]:
 			record, problems = self.tools.schema.check_line(line)
 			if problems:
 				checker.fail("%s: valid line" % label, "schema-valid", (line[:200], problems))
 			records.append(record or {})
+
 		types = [r.get("type") for r in records]
 		tt.log("%s: %d lines, %d bytes, last %s" % (label, len(records), len(data),
 							   json.dumps(records[-1:])))
 		if not records or types[-1] != "overflow":
 			checker.fail("%s: last line is an overflow" % label, "overflow", types[-3:])
 			return
+
 		overflow = records[-1]
 		checker.equal("%s: overflow.limit_bytes" % label, CLIENT_QUEUE_BYTES,
 			      overflow.get("limit_bytes"))
@@ -178,6 +182,7 @@ class Test:
 			      "> %d" % CLIENT_QUEUE_BYTES, overflow.get("queued_bytes"))
 		checker.equal("%s: hello first, one overflow" % label, ("hello", 1),
 			      (types[0], types.count("overflow")))
+
 		seqs = [r["seq"] for r in records if "seq" in r and r.get("type") != "snapshot_end"]
 		checker.check(bool(seqs), "%s: live records before the overflow" % label, "some",
 			      "none")
@@ -191,7 +196,7 @@ class Test:
 				      [(a, b) for a, b in zip(seqs, seqs[1:]) if b <= a][:5])
 
 	def half_closed(self, round_no):
-		"""Start a client that half-closes after its request; it is checked
+		"""Start a client that half-closes after its request. It is checked
 		at the end of the round by check_half_closed()."""
 		client = self.client(su.netns_request(self.netns),
 				     "round %d, half-closed after the request" % round_no)
@@ -270,8 +275,8 @@ class Test:
 			("close at once", None, None),
 			("subscribe, read hello, close", b"{}\n", "hello"),
 			("garbage", garbage_line(round_no), "error"),
-			("stats", b'{"command": "stats"}\n', "eof"),
-			("dump", dump + b"\n", "eof"),
+			("stats", b'{"command": "stats"}\n', "stats"),
+			("dump", dump + b"\n", "dump"),
 			("half a request, close", b'{"command": "sub', None),
 			("subscribe, close unread", b'{"filter": {"port": 1}}\n', None),
 		]
@@ -281,8 +286,8 @@ class Test:
 		for i in range(count):
 			if time.monotonic() >= deadline:
 				break
-			name, request, until = kinds[i % len(kinds)]
-			problem = self.short_client(path, request, until)
+			name, request, expect = kinds[i % len(kinds)]
+			problem = self.short_client(path, request, expect)
 			if problem:
 				problems[name].append(problem)
 			done += 1
@@ -290,8 +295,9 @@ class Test:
 				   SHORT_CLIENTS_MAX_S), count, done)
 		return problems
 
-	def short_client(self, path, request, until):
-		"""Run one short client; return a problem or None."""
+	def short_client(self, path, request, expect):
+		"""Run one short client; return a problem or None. expect is the
+		reply to read: None, "hello", "error", "stats" or "dump"."""
 		sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 		try:
 			# A blocking connect() waits while the listen backlog is full;
@@ -300,40 +306,22 @@ class Test:
 			sock.settimeout(SHORT_CLIENT_TIMEOUT_S)
 			if request:
 				sock.sendall(request)
-			if until is None:
+			if expect is None:
 				return None
-			data = b""
-			while True:
-				if until == "hello" and b"\n" in data:
-					break
-				chunk = sock.recv(1 << 16)
-				if not chunk:
-					break
-				data += chunk
+			data = read_reply(sock, expect == "hello")
 		except OSError as e:
 			return "socket error: %s" % e
 		finally:
 			sock.close()
+
 		lines = data.split(b"\n")
 		records = []
-		for line in lines[:-1] if until != "hello" else lines[:1]:
+		for line in lines[:1] if expect == "hello" else lines[:-1]:
 			record, problems = self.tools.schema.check_line(line)
 			if problems:
 				return "invalid line %r: %s" % (line[:200], problems)
 			records.append(record)
-		types = [r.get("type") for r in records]
-		if until == "hello" and types != ["hello"]:
-			return "first line %r" % lines[0][:200]
-		if until == "error" and [(r.get("type"), r.get("code")) for r in records] != \
-				[("error", "invalid_request")]:
-			return "expected one invalid_request error, got %s" % types
-		if request.startswith(b'{"command": "stats"') and types != ["hello", "stats"]:
-			return "expected hello and stats, got %s" % types
-		if request.startswith(b'{"command": "dump"') and (
-				types[:1] != ["hello"] or types[-1:] != ["snapshot_end"] or
-				records[-1].get("count") != types.count("snapshot")):
-			return "expected hello, snapshot records and snapshot_end, got %s" % types
-		return None
+		return check_short_reply(expect, records)
 
 	def wait_fds(self, expected):
 		"""Wait until the daemon has expected open fds; return the last count."""
@@ -364,6 +352,33 @@ class Test:
 		tt.log("round %d: tcptapd has %d fds, %s; table %s, merger %s, clients %s"
 		       % (round_no, fds, memory, stats["table"], stats["merger"], stats["clients"]))
 		return memory
+
+
+def read_reply(sock, first_line_only):
+	"""Read until end of file, or only up to the first newline."""
+	data = b""
+	while not (first_line_only and b"\n" in data):
+		chunk = sock.recv(1 << 16)
+		if not chunk:
+			break
+		data += chunk
+	return data
+
+
+def check_short_reply(expect, records):
+	"""Return what is wrong with a short client's reply, or None."""
+	types = [r.get("type") for r in records]
+	if expect == "hello" and types != ["hello"]:
+		return "expected a hello, got %s" % types
+	if expect == "error" and [(r.get("type"), r.get("code")) for r in records] != \
+			[("error", "invalid_request")]:
+		return "expected one invalid_request error, got %s" % records
+	if expect == "stats" and types != ["hello", "stats"]:
+		return "expected hello and stats, got %s" % types
+	if expect == "dump" and (types[:1] != ["hello"] or types[-1:] != ["snapshot_end"] or
+				 records[-1].get("count") != types.count("snapshot")):
+		return "expected hello, snapshot records and snapshot_end, got %s" % types
+	return None
 
 
 def settled_fd_count(pid):
@@ -403,10 +418,15 @@ def main(session, tools, cpus):
 	tt.log("tcptapd pid %d: %d fds, %s" % (daemon.pid, fds_before, read_memory(daemon.pid)))
 
 	memory = [test.round(round_no, fds_before) for round_no in range(1, ROUNDS + 1)]
+	# The merger's and the table's arrays keep their largest size, which
+	# other TCP traffic on the machine can raise in any round. A leak in
+	# the client code grows the memory in every round, so the test looks
+	# at the round that grew least.
 	for key in ("VmRSS", "RssAnon"):
-		growth = memory[-1][key] - memory[0][key]
-		checker.check(growth <= MEMORY_TOLERANCE_KIB, "%s growth from round 1 to round %d, "
-			      "KiB" % (key, ROUNDS), "<= %d" % MEMORY_TOLERANCE_KIB, growth)
+		growth = [after[key] - before[key] for before, after in zip(memory[1:], memory[2:])]
+		checker.check(min(growth) <= MEMORY_ROUND_TOLERANCE_KIB,
+			      "%s growth of the round that grew least after round 2, KiB" % key,
+			      "<= %d" % MEMORY_ROUND_TOLERANCE_KIB, growth)
 
 	tt.log("== the normal client received every record")
 	churn = load.call("churn_stop")
@@ -427,7 +447,7 @@ def main(session, tools, cpus):
 	tt.log("== the daemon still serves")
 	late = su.subscribe(session, daemon, su.netns_request(netns), tools.schema, "late client")
 	su.check_snapshot_frame(checker, late)
-	status, dumped, problems, stderr = su.run_cli(tools, daemon, ["dump", "--json"], "dump")
+	status, _, problems, _ = su.run_cli(tools, daemon, ["dump", "--json"], "dump")
 	checker.equal("tcptap dump after the rounds: status and problems", (0, []),
 		      (status, problems))
 	stats = su.read_stats(tools, daemon, checker, "final stats")

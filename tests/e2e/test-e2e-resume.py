@@ -4,11 +4,12 @@
 Usage: test-e2e-resume.py PATH-TO-TCPTAPD PATH-TO-TCPTAP PATH-TO-SCHEMA
 
 A client subscribed to a private network namespace processes part of its live
-records and disconnects; a load process makes more connections; the client
-comes back with resume_from and run_id. It must get hello with resumed: true,
-no snapshot, and then exactly the records after its last seq, first from the
-history and then live: the same records, seq for seq, as a reference client
-that stayed connected, also with a narrower filter. Against a daemon started
+records and disconnects. A load process makes more connections, and the
+client comes back with resume_from and run_id. It must get hello with
+resumed: true, no snapshot, and then exactly the records after its last seq,
+first from the history and then live. They must be the same records, seq for
+seq, as a reference client that stayed connected received, also with a
+narrower filter. Against a daemon started
 with --history 50, a resume from a seq older than the history, with a wrong
 run_id or from a seq never published gets resumed: false, a resume_error and
 a full snapshot; a resume from exactly the oldest seq the history still

@@ -6,16 +6,22 @@ Usage: test-e2e-startup.py PATH-TO-TCPTAPD PATH-TO-TCPTAP PATH-TO-SCHEMA
 A load process in a private network namespace opens LONG_LIVED connections,
 then opens and closes connections every few milliseconds from before tcptapd
 starts until after it serves. A subscriber filtered to the namespace must get
-every connection open at its snapshot exactly once (the long-lived ones as
-seeded, with the load's pid and comm), a connect or accept and a close for
-every connection opened after the snapshot, no cookie introduced twice and
-no close without an introduction. Then tcptapd is stopped with SIGTERM and
-started again while the load keeps running, and a new subscriber of the new
-run (a new run_id) must pass the same checks. The load reports its sockets'
-cookies, addresses and CLOCK_MONOTONIC windows, so every record is matched by
-cookie and checked against the 4-tuple, process and time the load saw.
+every connection open at its snapshot exactly once, the long-lived ones as
+seeded with the load's pid and comm. Every connection opened after the
+snapshot must get a connect or accept and a close. No cookie may be
+introduced twice, and no close may come without an introduction.
+
+Then tcptapd is stopped with SIGTERM and started again while the load keeps
+running, and a subscriber of the new run (a new run_id) must pass the same
+checks. The load reports its sockets' cookies, addresses and CLOCK_MONOTONIC
+windows, so every record is matched by cookie and checked against the
+4-tuple, process and time the load saw. Last, tcptapd is stopped while a
+client reads slowly, and that client's stream must end with a whole line.
 """
 
+import json
+import socket
+import threading
 import time
 
 import stream_util as su
@@ -29,6 +35,12 @@ CHURN_MAX_DURATION_S = 180
 CHURN_BEFORE_START_S = 1.5
 CHURN_AFTER_SNAPSHOT_S = 2.0
 CLOSE_WAIT_S = 30
+# Connections made in a burst while the slow reader lags, and its reading pace.
+SLOW_BURST = 3000
+SLOW_READ_BYTES = 997
+SLOW_READ_PAUSE_S = 0.001
+SLOW_READ_BEFORE_STOP_BYTES = 1 << 20
+SLOW_READ_WAIT_S = 20
 # Rings of 4 MiB per CPU, so a burst of other traffic on the machine while the
 # daemon seeds does not overflow them.
 DAEMON_ARGS = ["--log-level", "debug", "--perf-pages", "1024"]
@@ -88,6 +100,7 @@ def main(session, tools, cpus):
 	time.sleep(CHURN_AFTER_SNAPSHOT_S)
 
 	tt.log("== restart while the load runs")
+	su.check_kernel_counters(checker, first, tools.schema, "first run")
 	t_stop1 = su.now_ns()
 	session.stop_daemon(first)
 	checker.check(client1.wait_eof(), "first subscriber: end of stream after SIGTERM",
@@ -127,7 +140,71 @@ def main(session, tools, cpus):
 		      "two different ids", run_ids)
 	for client in (client1, client2):
 		checker.equal("%s: backend" % client.label, "tracepoint", client.hello.get("backend"))
-	session.stop_daemon(second)
+	su.check_kernel_counters(checker, second, tools.schema, "second run")
+	stop_with_slow_reader(session, tools, netns, load, second)
+
+
+class SlowReader:
+	"""A subscriber that reads SLOW_READ_BYTES every SLOW_READ_PAUSE_S, so the
+	daemon's writes to it often fill its socket buffer in the middle of a line."""
+
+	def __init__(self, daemon, request):
+		self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+		self.sock.connect(daemon.socket_path)
+		self.sock.sendall((json.dumps(request) + "\n").encode())
+		self.data = bytearray()
+		self.stop = threading.Event()
+		self.thread = threading.Thread(target=self._read, daemon=True)
+		self.thread.start()
+
+	def _read(self):
+		while not self.stop.is_set():
+			chunk = self.sock.recv(SLOW_READ_BYTES)
+			if not chunk:
+				return
+			self.data += chunk
+			time.sleep(SLOW_READ_PAUSE_S)
+
+	def finish(self):
+		"""Read the rest at full speed until end of file; return everything."""
+		self.stop.set()
+		self.thread.join(su.EOF_TIMEOUT_S)
+		self.sock.settimeout(su.EOF_TIMEOUT_S)
+		while True:
+			chunk = self.sock.recv(1 << 16)
+			if not chunk:
+				break
+			self.data += chunk
+		self.sock.close()
+		return bytes(self.data)
+
+
+def stop_with_slow_reader(session, tools, netns, load, daemon):
+	"""Stop tcptapd with SIGTERM while a client lags behind a burst: what the
+	client received must end with a whole line."""
+	checker = session.checker
+	tt.log("== stop while a client reads slowly")
+	reader = SlowReader(daemon, su.netns_request(netns))
+	session.cleanups.append(("slow reader", reader.sock.close))
+	load.call("burst", count=SLOW_BURST)
+	# The daemon writes a large backlog in one sendmsg() once the reader has
+	# made room, and such a write can stop in the middle of a line. Let
+	# that happen a few times before the SIGTERM.
+	deadline = time.monotonic() + SLOW_READ_WAIT_S
+	while len(reader.data) < SLOW_READ_BEFORE_STOP_BYTES and time.monotonic() < deadline:
+		time.sleep(0.05)
+	tt.log("slow reader read %d bytes before the SIGTERM" % len(reader.data))
+	session.stop_daemon(daemon)
+	data = reader.finish()
+	tt.log("slow reader received %d bytes" % len(data))
+	checker.check(data.endswith(b"\n"), "slow reader: stream cut by SIGTERM ends with a whole "
+		      "line", "a newline at the end", data[-120:])
+	lines = data.split(b"\n")
+	for line in lines[:-1]:
+		record, problems = tools.schema.check_line(line)
+		if problems:
+			checker.fail("slow reader: valid line", "strict JSON", (line[:200], problems))
+			break
 
 
 if __name__ == "__main__":
