@@ -34,9 +34,12 @@ struct loader;
 int backend_from_string(const char *s, enum backend *ret_backend);
 const char *backend_to_string(enum backend b);
 
-/* Choose, load and attach. With BACKEND_AUTO every backend is probed and the
+/* Choose and load a backend. With BACKEND_AUTO every backend is probed and the
  * reasons for each verdict are logged at notice level. */
 int loader_open(const struct loader_config *cfg, struct loader **ret_loader);
+
+/* Attach the event programs of the loaded backend. */
+int loader_attach(struct loader *l);
 void loader_free(struct loader *l);
 
 enum backend loader_backend(const struct loader *l);

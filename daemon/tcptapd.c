@@ -39,6 +39,7 @@
 #define DEFAULT_CLIENT_QUEUE_BYTES (4 * 1024 * 1024)
 #define DEFAULT_MAX_CLIENTS 64
 #define REQUEST_WAIT_MS 100
+#define SHUTDOWN_FLUSH_MS 1000
 #define HOUSEKEEPING_INTERVAL_NS (1000ULL * 1000 * 1000)
 #define SUMMARY_INTERVAL_NS (300ULL * 1000 * 1000 * 1000)
 #define MAX_PENDING_RECORDS (1u << 20)
@@ -309,6 +310,8 @@ static void note_published(struct daemon *d, const struct record *r)
 	if (r->ev.type == RECORD_LOST) {
 		d->counters.lost_records++;
 		d->counters.lost_samples += r->lost_count;
+		if (r->lost_reason == RECORD_LOST_NESTED)
+			return;	/* check_kernel_counters() logs these */
 		now = now_ns();
 		if (ratelimit_allow(&d->lost_rl, now, &suppressed))
 			log_warning("Lost %" PRIu64 " samples on cpu %u: its perf ring was full "
@@ -548,6 +551,20 @@ static void check_kernel_counters(struct daemon *d, uint64_t now)
 		return;
 	if (misses == d->last_misses && totals[TCPTAP_CNT_OUTPUT_FAILED] == d->last_output_failed)
 		return;
+	if (misses > d->last_misses) {
+		/* Skipped runs wrote nothing, so the stream learns of them only
+		 * here; the notice sits at the newest released timestamp. */
+		struct merger_stats ms;
+		struct record lost = {
+			.lost_count = misses - d->last_misses,
+			.lost_reason = RECORD_LOST_NESTED,
+			.ev.type = RECORD_LOST,
+		};
+
+		merger_get_stats(d->merger, &ms);
+		lost.ev.ts_ns = ms.last_released_ts;
+		publish(&lost, d);
+	}
 	if (ratelimit_allow(&d->kernel_rl, now, &suppressed))
 		log_warning("The kernel side missed records: %" PRIu64 " program runs skipped "
 			    "while another was running on the same CPU, %" PRIu64 " outputs to "
@@ -945,6 +962,14 @@ static int setup_tracing(struct daemon *d)
 		return err;
 	}
 
+	/* The rings exist before anything is attached that writes to them. */
+	err = open_rings(d, &d->reader, &d->ring_source);
+	if (err < 0)
+		return err;
+	err = loader_attach(d->loader);
+	if (err < 0)
+		return err;
+
 	/* Every CPU starts online in the merger; mark the offline ones. */
 	now = now_ns();
 	err = read_online_cpus(d->online, d->ncpus);
@@ -964,8 +989,7 @@ static int setup_tracing(struct daemon *d)
 			return err;
 		}
 	}
-
-	return open_rings(d, &d->reader, &d->ring_source);
+	return 0;
 }
 
 static int setup_table(struct daemon *d)
@@ -1120,6 +1144,7 @@ static int run(int argc, char **argv)
 		log_error("Event loop failed: %s", strerror(-err));
 	sd_glue_notify_stopping();
 	log_notice("Stopping");
+	server_shutdown(d.server, SHUTDOWN_FLUSH_MS);
 out:
 	daemon_free(&d);
 	return err;
