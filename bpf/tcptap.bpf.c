@@ -30,21 +30,6 @@ enum {
 	TCP_CLOSE_WAIT = 8,
 };
 
-/* Life of a socket in the conns map, keyed by its struct sock address. */
-enum conn_phase {
-	PHASE_CONNECTING = 1,		/* SYN sent; owner is the connecting thread */
-	PHASE_PENDING_ACCEPT = 2,	/* passive open established, accept() not returned yet */
-	PHASE_LIVE = 3,			/* introduced by a connect or accept record */
-	PHASE_CLOSED_UNACCEPTED = 4,	/* closed while waiting in the accept queue */
-};
-
-struct conn_state {
-	struct tcptap_owner owner;
-	__u64 cookie;
-	__u32 phase;
-	__u32 pad;
-};
-
 /* Test-only knobs, set by tcptapd before load. With test_stall_ns == 0 (the
  * default) the verifier removes the stall code as dead. */
 const volatile __u64 test_stall_ns = 0;

@@ -367,6 +367,8 @@ int json_encode_record(const struct record *r, char *buf, size_t size)
 			writer_put_str(&w, ",\"error\":");
 			writer_put_error(&w, r->ev.error);
 		}
+		if (r->ev.type == TCPTAP_EV_CLOSE && r->inferred)
+			writer_put_str(&w, ",\"inferred\":true");
 	}
 
 	if (r->late)

@@ -381,6 +381,35 @@ int loader_sync_now(struct loader *l, unsigned int cpu)
 	return err < 0 ? -errno : 0;
 }
 
+int loader_tracked_cookies(const struct loader *l, struct cookie_set *set)
+{
+	int conns_fd = bpf_map__fd(l->skel->maps.conns);
+	int seeded_fd = bpf_map__fd(l->skel->maps.seeded);
+	size_t steps = 0, max_steps = 2 * (size_t)bpf_map__max_entries(l->skel->maps.conns);
+	uint64_t key, next;
+	void *prev;
+	int err = 0;
+
+	/* Entries can vanish while the maps are walked; a key that is gone
+	 * makes bpf_map_get_next_key() restart from the first key, so some
+	 * entries may be visited twice, and the walk is bounded. */
+	for (prev = NULL; err == 0 && steps++ < max_steps &&
+	     bpf_map_get_next_key(conns_fd, prev, &next) == 0; prev = &key) {
+		struct conn_state state;
+
+		key = next;
+		if (bpf_map_lookup_elem(conns_fd, &key, &state) == 0 && state.phase == PHASE_LIVE)
+			err = cookie_set_add(set, state.cookie);
+	}
+	steps = 0;
+	for (prev = NULL; err == 0 && steps++ < max_steps &&
+	     bpf_map_get_next_key(seeded_fd, prev, &next) == 0; prev = &key) {
+		key = next;
+		err = cookie_set_add(set, key);
+	}
+	return err;
+}
+
 int loader_read_counters(const struct loader *l, uint64_t ret_totals[TCPTAP_CNT_MAX])
 {
 	int fd = bpf_map__fd(l->skel->maps.counters);

@@ -41,6 +41,7 @@ struct record {
 	uint64_t lost_count;	/* RECORD_LOST only */
 	bool late;		/* released behind already published records */
 	uint8_t lost_reason;	/* RECORD_LOST only: enum record_lost_reason */
+	bool inferred;		/* close only: not observed, inferred after lost records */
 	uint8_t origin;		/* enum record_origin, for table entries */
 	struct tcptap_event ev;
 };

@@ -20,6 +20,7 @@
 
 #include "caps.h"
 #include "conn_table.h"
+#include "cookie_set.h"
 #include "history.h"
 #include "loader.h"
 #include "log.h"
@@ -72,6 +73,7 @@ struct daemon_counters {
 	uint64_t late;
 	uint64_t dropped_duplicate;
 	uint64_t dropped_orphan;
+	uint64_t inferred_closes;
 };
 
 struct daemon {
@@ -92,6 +94,7 @@ struct daemon {
 	uint64_t last_summary_ns;
 	uint64_t last_misses;
 	uint64_t last_output_failed;
+	bool reconcile_due;		/* records were lost: look for stale table entries */
 	char boot_id[40];
 	char run_id[33];
 	struct daemon_counters counters;
@@ -310,6 +313,7 @@ static void note_published(struct daemon *d, const struct record *r)
 	if (r->ev.type == RECORD_LOST) {
 		d->counters.lost_records++;
 		d->counters.lost_samples += r->lost_count;
+		d->reconcile_due = true;
 		if (r->lost_reason == RECORD_LOST_NESTED)
 			return;	/* check_kernel_counters() logs these */
 		now = now_ns();
@@ -542,6 +546,84 @@ static void update_online_cpus(struct daemon *d)
 		reopen_rings(d);
 }
 
+struct stale_scan {
+	struct cookie_set tracked;	/* connections the BPF side still tracks */
+	struct cookie_set closing;	/* connections with a close held in the merger */
+	struct cookie_set stale;	/* table entries in neither */
+	int err;
+};
+
+static void collect_stale(const struct record *r, void *userdata)
+{
+	struct stale_scan *scan = userdata;
+
+	if (scan->err < 0 || cookie_set_contains(&scan->tracked, r->ev.cookie) ||
+	    cookie_set_contains(&scan->closing, r->ev.cookie))
+		return;
+	scan->err = cookie_set_add(&scan->stale, r->ev.cookie);
+}
+
+static void collect_held_close(const struct record *r, void *userdata)
+{
+	struct stale_scan *scan = userdata;
+
+	if (scan->err == 0 && r->ev.type == TCPTAP_EV_CLOSE)
+		scan->err = cookie_set_add(&scan->closing, r->ev.cookie);
+}
+
+/*
+ * After records were lost, the table can hold connections whose close was
+ * among them. The BPF side forgets a connection when its socket leaves
+ * ESTABLISHED/CLOSE_WAIT (or is destroyed), whether or not the close record
+ * reached a ring, so a table entry that the BPF side no longer tracks and
+ * whose close is not held in the merger is closed here, marked inferred.
+ */
+static void reconcile_table(struct daemon *d)
+{
+	struct stale_scan scan = { 0 };
+	struct merger_stats ms;
+
+	(void)ring_reader_drain(d->reader);
+	scan.err = loader_tracked_cookies(d->loader, &scan.tracked);
+	if (scan.err == 0)
+		merger_foreach_pending(d->merger, collect_held_close, &scan);
+	cookie_set_sort(&scan.tracked);
+	cookie_set_sort(&scan.closing);
+	if (scan.err == 0)
+		conn_table_foreach(d->table, collect_stale, &scan);
+	if (scan.err < 0) {
+		log_warning("Failed to compare the table with the connections the kernel tracks, "
+			    "it may keep connections whose close was lost: %s", strerror(-scan.err));
+		d->reconcile_due = true;
+		goto out;
+	}
+
+	merger_get_stats(d->merger, &ms);
+	for (size_t i = 0; i < scan.stale.count; i++) {
+		const struct record *entry = conn_table_lookup(d->table, scan.stale.items[i]);
+		struct record close;
+
+		if (!entry)
+			continue;
+		close = *entry;
+
+		close.ev.type = TCPTAP_EV_CLOSE;
+		close.ev.ts_ns = ms.last_released_ts;
+		close.origin = RECORD_ORIGIN_NONE;
+		close.inferred = true;
+		close.seq = 0;
+		publish(&close, d);
+		d->counters.inferred_closes++;
+	}
+	if (scan.stale.count > 0)
+		log_warning("Closed %zu connections whose close record was lost: the kernel no "
+			    "longer tracks them", scan.stale.count);
+out:
+	cookie_set_clear(&scan.tracked);
+	cookie_set_clear(&scan.closing);
+	cookie_set_clear(&scan.stale);
+}
+
 static void check_kernel_counters(struct daemon *d, uint64_t now)
 {
 	uint64_t totals[TCPTAP_CNT_MAX], misses, suppressed;
@@ -601,6 +683,10 @@ static int on_housekeeping(sd_event_source *s, uint64_t usec, void *userdata)
 
 	update_online_cpus(d);
 	check_kernel_counters(d, now);
+	if (d->reconcile_due) {
+		d->reconcile_due = false;
+		reconcile_table(d);
+	}
 	if (now - d->last_summary_ns >= SUMMARY_INTERVAL_NS) {
 		log_summary(d, now);
 		d->last_summary_ns = now;
@@ -686,6 +772,7 @@ static char *stats_json(void *userdata)
 	add_u64(root, "late", d->counters.late);
 	add_u64(root, "dropped_duplicate", d->counters.dropped_duplicate);
 	add_u64(root, "dropped_orphan_close", d->counters.dropped_orphan);
+	add_u64(root, "inferred_close", d->counters.inferred_closes);
 
 	kernel = json_object_new_object();
 	add_u64(kernel, "output_failed", totals[TCPTAP_CNT_OUTPUT_FAILED]);
@@ -728,51 +815,22 @@ static char *stats_json(void *userdata)
 
 /* ---- start-up seeding ---- */
 
-struct cookie_set {
-	uint64_t *items;
-	size_t count;
-	size_t capacity;
-};
-
-static void cookie_set_add(struct cookie_set *set, uint64_t cookie)
-{
-	if (set->count == set->capacity) {
-		size_t capacity = set->capacity ? set->capacity * 2 : 256;
-		uint64_t *items = realloc(set->items, capacity * sizeof(*items));
-
-		if (!items)
-			return;
-		set->items = items;
-		set->capacity = capacity;
-	}
-	set->items[set->count++] = cookie;
-}
-
-static int compare_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return (x > y) - (x < y);
-}
-
-static bool cookie_set_contains(const struct cookie_set *set, uint64_t cookie)
-{
-	return set->count && bsearch(&cookie, set->items, set->count, sizeof(cookie), compare_u64);
-}
-
 struct held_cookies {
 	struct cookie_set introduced;	/* connect or accept records held */
 	struct cookie_set closed;	/* close records held */
+	int err;
 };
 
 static void collect_held(const struct record *r, void *userdata)
 {
 	struct held_cookies *held = userdata;
 
+	if (held->err < 0)
+		return;
 	if (r->ev.type == TCPTAP_EV_CONNECT || r->ev.type == TCPTAP_EV_ACCEPT)
-		cookie_set_add(&held->introduced, r->ev.cookie);
+		held->err = cookie_set_add(&held->introduced, r->ev.cookie);
 	else if (r->ev.type == TCPTAP_EV_CLOSE)
-		cookie_set_add(&held->closed, r->ev.cookie);
+		held->err = cookie_set_add(&held->closed, r->ev.cookie);
 }
 
 /* Drain until every online CPU proved its frontier past t_ns, so every
@@ -863,8 +921,11 @@ static int seed_table(struct daemon *d)
 	wait_for_frontiers(d, t_second);
 
 	merger_foreach_pending(d->merger, collect_held, &held);
-	qsort(held.introduced.items, held.introduced.count, sizeof(uint64_t), compare_u64);
-	qsort(held.closed.items, held.closed.count, sizeof(uint64_t), compare_u64);
+	err = held.err;
+	if (err < 0)
+		goto out;
+	cookie_set_sort(&held.introduced);
+	cookie_set_sort(&held.closed);
 
 	for (size_t i = 0; i < first.count; i++) {
 		const struct seed_conn *c = &first.items[i];
@@ -891,8 +952,8 @@ static int seed_table(struct daemon *d)
 out:
 	if (err < 0)
 		log_error("Failed to enumerate the existing connections: %s", strerror(-err));
-	free(held.introduced.items);
-	free(held.closed.items);
+	cookie_set_clear(&held.introduced);
+	cookie_set_clear(&held.closed);
 	seed_list_clear(&first);
 	seed_list_clear(&second);
 	return err;
