@@ -44,7 +44,7 @@
 #define HOUSEKEEPING_INTERVAL_NS (1000ULL * 1000 * 1000)
 #define SUMMARY_INTERVAL_NS (300ULL * 1000 * 1000 * 1000)
 #define MAX_PENDING_RECORDS (1u << 20)
-#define SEED_FRONTIER_WAIT_NS (1000ULL * 1000 * 1000)
+#define FRONTIER_WAIT_NS (1000ULL * 1000 * 1000)
 #define NSEC_PER_MSEC UINT64_C(1000000)
 #define NSEC_PER_USEC UINT64_C(1000)
 
@@ -546,6 +546,38 @@ static void update_online_cpus(struct daemon *d)
 		reopen_rings(d);
 }
 
+/* Drain until every online CPU proved its frontier past t_ns, so every
+ * record of an event program that started before t_ns is held by the merger
+ * or released. Gives up after FRONTIER_WAIT_NS and returns false then. */
+static bool wait_for_frontiers(struct daemon *d, uint64_t t_ns)
+{
+	uint64_t deadline = now_ns() + FRONTIER_WAIT_NS;
+
+	for (;;) {
+		bool behind = false;
+		uint64_t now = now_ns();
+
+		for (unsigned int cpu = 0; cpu < d->ncpus; cpu++)
+			if (d->online[cpu])
+				(void)loader_sync_now(d->loader, cpu);
+		(void)ring_reader_drain(d->reader);
+
+		for (unsigned int cpu = 0; cpu < d->ncpus; cpu++) {
+			struct merger_cpu_stats cs;
+
+			if (!d->online[cpu] || merger_cpu_stats(d->merger, cpu, now, &cs) < 0)
+				continue;
+			if (!cs.has_frontier || cs.frontier_ns <= t_ns)
+				behind = true;
+		}
+		if (!behind)
+			return true;
+		if (now >= deadline)
+			return false;
+		usleep(1000);
+	}
+}
+
 struct stale_scan {
 	struct cookie_set tracked;	/* connections the BPF side still tracks */
 	struct cookie_set closing;	/* connections with a close held in the merger */
@@ -577,14 +609,21 @@ static void collect_held_close(const struct record *r, void *userdata)
  * ESTABLISHED/CLOSE_WAIT (or is destroyed), whether or not the close record
  * reached a ring, so a table entry that the BPF side no longer tracks and
  * whose close is not held in the merger is closed here, marked inferred.
+ * The close program forgets the connection before it writes its record, so
+ * the tracked set is read first and the merger is then brought past that
+ * moment: a close whose program had started by then is held or released.
  */
 static void reconcile_table(struct daemon *d)
 {
 	struct stale_scan scan = { 0 };
 	struct merger_stats ms;
 
-	(void)ring_reader_drain(d->reader);
 	scan.err = loader_tracked_cookies(d->loader, &scan.tracked);
+	if (scan.err == 0 && !wait_for_frontiers(d, now_ns())) {
+		/* A stalled CPU may still hold a close: try again later. */
+		d->reconcile_due = true;
+		goto out;
+	}
 	if (scan.err == 0)
 		merger_foreach_pending(d->merger, collect_held_close, &scan);
 	cookie_set_sort(&scan.tracked);
@@ -833,41 +872,6 @@ static void collect_held(const struct record *r, void *userdata)
 		held->err = cookie_set_add(&held->closed, r->ev.cookie);
 }
 
-/* Drain until every online CPU proved its frontier past t_ns, so every
- * record older than t_ns is held by the merger. Bounded by
- * SEED_FRONTIER_WAIT_NS; a stalled CPU is logged and then waited for no
- * longer. */
-static void wait_for_frontiers(struct daemon *d, uint64_t t_ns)
-{
-	uint64_t deadline = now_ns() + SEED_FRONTIER_WAIT_NS;
-
-	for (;;) {
-		bool behind = false;
-		uint64_t now = now_ns();
-
-		for (unsigned int cpu = 0; cpu < d->ncpus; cpu++)
-			if (d->online[cpu])
-				(void)loader_sync_now(d->loader, cpu);
-		(void)ring_reader_drain(d->reader);
-
-		for (unsigned int cpu = 0; cpu < d->ncpus; cpu++) {
-			struct merger_cpu_stats cs;
-
-			if (!d->online[cpu] || merger_cpu_stats(d->merger, cpu, now, &cs) < 0)
-				continue;
-			if (!cs.has_frontier || cs.frontier_ns < t_ns) {
-				behind = true;
-				if (now >= deadline)
-					log_warning("CPU %u did not prove its frontier during start-up; "
-						    "connections closed on it while seeding may "
-						    "stay in the table", cpu);
-			}
-		}
-		if (!behind || now >= deadline)
-			return;
-		usleep(1000);
-	}
-}
 
 static void write_seed_owner(struct daemon *d, const struct seed_conn *c)
 {
@@ -918,7 +922,10 @@ static int seed_table(struct daemon *d)
 		goto out;
 	t_second = now_ns();
 	seed_sort_by_cookie(&second);
-	wait_for_frontiers(d, t_second);
+	if (!wait_for_frontiers(d, t_second))
+		log_warning("A CPU did not prove its frontier during start-up; connections closed "
+			    "on it while seeding may stay in the table until records are lost and "
+			    "the table is reconciled");
 
 	merger_foreach_pending(d->merger, collect_held, &held);
 	err = held.err;
