@@ -38,6 +38,7 @@
 #define DEFAULT_MAX_CLIENTS 64
 #define REQUEST_WAIT_MS 100
 #define HOUSEKEEPING_INTERVAL_NS (1000ULL * 1000 * 1000)
+#define TICK_ACCURACY_USEC 1
 #define SUMMARY_INTERVAL_NS (300ULL * 1000 * 1000 * 1000)
 #define MAX_PENDING_RECORDS (1u << 20)
 #define SEED_FRONTIER_WAIT_NS (1000ULL * 1000 * 1000)
@@ -1033,8 +1034,12 @@ static int setup_loop(struct daemon *d)
 	err = sd_event_now(d->loop, CLOCK_MONOTONIC, &usec_now);
 	if (err < 0)
 		return err;
+	/* Accuracy 0 would let sd-event delay the tick by up to its default of
+	 * 250 ms to coalesce wakeups, which an idle daemon then adds to every
+	 * record's release latency. */
 	err = sd_event_add_time(d->loop, NULL, CLOCK_MONOTONIC,
-				usec_now + d->opt.sync_interval_ms * 1000, 0, on_tick, d);
+				usec_now + d->opt.sync_interval_ms * 1000, TICK_ACCURACY_USEC,
+				on_tick, d);
 	if (err >= 0)
 		err = sd_event_add_time(d->loop, NULL, CLOCK_MONOTONIC,
 					usec_now + HOUSEKEEPING_INTERVAL_NS / NSEC_PER_USEC, 0,
