@@ -383,8 +383,7 @@ static int rearm(sd_event_source *s, uint64_t interval_ns)
 
 static void release_tick(struct daemon *d)
 {
-	unsigned int behind[d->ncpus];
-	size_t n;
+	struct merger_stats ms;
 
 	/* The clock watermark is read before the drain: everything the rings
 	 * hold with an older timestamp is read by that drain unless a CPU is
@@ -393,13 +392,16 @@ static void release_tick(struct daemon *d)
 	merger_set_watermark(d->merger, now_ns());
 	(void)ring_reader_drain(d->reader);
 
-	if (d->opt.release_rule == MERGER_RULE_SYNC) {
-		n = merger_cpus_behind(d->merger, behind, d->ncpus);
-		for (size_t i = 0; i < n; i++)
-			if (d->online[behind[i]])
-				(void)loader_sync_now(d->loader, behind[i]);
-		if (n > 0)
-			(void)ring_reader_drain(d->reader);
+	/* While records are held, prove every online CPU's frontier up to now,
+	 * not only past the oldest held record: the last timer sync of a CPU can
+	 * be a sync interval old, and the records after it would wait for the
+	 * next tick, doubling their release latency. */
+	merger_get_stats(d->merger, &ms);
+	if (d->opt.release_rule == MERGER_RULE_SYNC && ms.pending > 0) {
+		for (unsigned int cpu = 0; cpu < d->ncpus; cpu++)
+			if (d->online[cpu])
+				(void)loader_sync_now(d->loader, cpu);
+		(void)ring_reader_drain(d->reader);
 	}
 	merger_release(d->merger, now_ns(), publish, d);
 }
