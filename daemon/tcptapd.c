@@ -743,6 +743,21 @@ static bool cookie_set_contains(const struct cookie_set *set, uint64_t cookie)
 	return set->count && bsearch(&cookie, set->items, set->count, sizeof(cookie), compare_u64);
 }
 
+/* The sorted cookies of list. Returns 0 or -ENOMEM. */
+static int cookie_set_from_seeds(const struct seed_list *list, struct cookie_set *ret_set)
+{
+	uint64_t *items = malloc((list->count ? list->count : 1) * sizeof(*items));
+
+	if (!items)
+		return -ENOMEM;
+	for (size_t i = 0; i < list->count; i++)
+		items[i] = list->items[i].ev.cookie;
+	qsort(items, list->count, sizeof(*items), compare_u64);
+	*ret_set = (struct cookie_set){ .items = items, .count = list->count,
+					.capacity = list->count };
+	return 0;
+}
+
 struct held_cookies {
 	struct cookie_set introduced;	/* connect or accept records held */
 	struct cookie_set closed;	/* close records held */
@@ -824,6 +839,7 @@ static void write_seed_owner(struct daemon *d, const struct seed_conn *c)
 static int seed_table(struct daemon *d)
 {
 	struct seed_list first = { 0 }, second = { 0 };
+	struct cookie_set still_open = { 0 };
 	struct held_cookies held = { 0 };
 	size_t attributed, seeded = 0, skipped = 0;
 	uint64_t t_first, t_second;
@@ -842,7 +858,13 @@ static int seed_table(struct daemon *d)
 	if (err < 0)
 		goto out;
 	t_second = now_ns();
-	seed_sort_by_cookie(&second);
+	/* Only the cookies of the second dump are needed from here on. Freeing
+	 * the rest before the table fills lowers the start-up peak RSS by about
+	 * 120 bytes per existing connection. */
+	err = cookie_set_from_seeds(&second, &still_open);
+	if (err < 0)
+		goto out;
+	seed_list_clear(&second);
 	wait_for_frontiers(d, t_second);
 
 	merger_foreach_pending(d->merger, collect_held, &held);
@@ -855,7 +877,8 @@ static int seed_table(struct daemon *d)
 		uint64_t cookie = c->ev.cookie;
 
 		if (cookie_set_contains(&held.introduced, cookie) ||
-		    (!seed_find_cookie(&second, cookie) && !cookie_set_contains(&held.closed, cookie))) {
+		    (!cookie_set_contains(&still_open, cookie) &&
+		     !cookie_set_contains(&held.closed, cookie))) {
 			(void)bpf_map_delete_elem(loader_seeded_fd(d->loader), &cookie);
 			skipped++;
 			continue;
@@ -872,6 +895,7 @@ out:
 		log_error("Failed to enumerate the existing connections: %s", strerror(-err));
 	free(held.introduced.items);
 	free(held.closed.items);
+	free(still_open.items);
 	seed_list_clear(&first);
 	seed_list_clear(&second);
 	return err;
