@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -958,6 +959,10 @@ static int setup_tracing(struct daemon *d)
 	err = loader_open(&lc, &d->loader);
 	if (err < 0)
 		return err;
+	/* Loading parsed the kernel's BTF. glibc keeps the megabytes of heap
+	 * that freed, so they would stay in the RSS under the table and the
+	 * client queues for the daemon's life. */
+	(void)malloc_trim(0);
 
 	err = merger_new(&mc, &d->merger);
 	if (err < 0) {
