@@ -519,8 +519,9 @@ int main(int argc, char **argv)
 		/* Both ends of every connection live in this process. */
 		err = raise_nofile(2 * (rlim_t)opt.hold + HOLD_FD_SLACK);
 		if (err < 0) {
-			fprintf(stderr, "loadgen: failed to raise RLIMIT_NOFILE to %u: %s\n",
-				2 * opt.hold + HOLD_FD_SLACK, strerror(-err));
+			fprintf(stderr, "loadgen: failed to raise RLIMIT_NOFILE to %u: %s (raising "
+				"the hard limit needs CAP_SYS_RESOURCE; hold fewer connections "
+				"per process)\n", 2 * opt.hold + HOLD_FD_SLACK, strerror(-err));
 			return 1;
 		}
 		opt.clients = 1;

@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <malloc.h>
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -42,6 +43,7 @@
 #define REQUEST_WAIT_MS 100
 #define SHUTDOWN_FLUSH_MS 1000
 #define HOUSEKEEPING_INTERVAL_NS (1000ULL * 1000 * 1000)
+#define TICK_ACCURACY_USEC 1
 #define SUMMARY_INTERVAL_NS (300ULL * 1000 * 1000 * 1000)
 #define MAX_PENDING_RECORDS (1u << 20)
 #define FRONTIER_WAIT_NS (1000ULL * 1000 * 1000)
@@ -392,8 +394,7 @@ static int rearm(sd_event_source *s, uint64_t interval_ns)
 
 static void release_tick(struct daemon *d)
 {
-	unsigned int behind[d->ncpus];
-	size_t n;
+	struct merger_stats ms;
 
 	/* The clock watermark is read before the drain: everything the rings
 	 * hold with an older timestamp is read by that drain unless a CPU is
@@ -402,13 +403,16 @@ static void release_tick(struct daemon *d)
 	merger_set_watermark(d->merger, now_ns());
 	(void)ring_reader_drain(d->reader);
 
-	if (d->opt.release_rule == MERGER_RULE_SYNC) {
-		n = merger_cpus_behind(d->merger, behind, d->ncpus);
-		for (size_t i = 0; i < n; i++)
-			if (d->online[behind[i]])
-				(void)loader_sync_now(d->loader, behind[i]);
-		if (n > 0)
-			(void)ring_reader_drain(d->reader);
+	/* While records are held, prove every online CPU's frontier up to now,
+	 * not only past the oldest held record: the last timer sync of a CPU can
+	 * be a sync interval old, and the records after it would wait for the
+	 * next tick, doubling their release latency. */
+	merger_get_stats(d->merger, &ms);
+	if (d->opt.release_rule == MERGER_RULE_SYNC && ms.pending > 0) {
+		for (unsigned int cpu = 0; cpu < d->ncpus; cpu++)
+			if (d->online[cpu])
+				(void)loader_sync_now(d->loader, cpu);
+		(void)ring_reader_drain(d->reader);
 	}
 	merger_release(d->merger, now_ns(), publish, d);
 }
@@ -854,6 +858,19 @@ static char *stats_json(void *userdata)
 
 /* ---- start-up seeding ---- */
 
+/* The sorted cookies of list. Returns 0 or -ENOMEM. */
+static int cookie_set_from_seeds(const struct seed_list *list, struct cookie_set *ret_set)
+{
+	for (size_t i = 0; i < list->count; i++) {
+		int err = cookie_set_add(ret_set, list->items[i].ev.cookie);
+
+		if (err < 0)
+			return err;
+	}
+	cookie_set_sort(ret_set);
+	return 0;
+}
+
 struct held_cookies {
 	struct cookie_set introduced;	/* connect or accept records held */
 	struct cookie_set closed;	/* close records held */
@@ -903,6 +920,7 @@ static void write_seed_owner(struct daemon *d, const struct seed_conn *c)
 static int seed_table(struct daemon *d)
 {
 	struct seed_list first = { 0 }, second = { 0 };
+	struct cookie_set still_open = { 0 };
 	struct held_cookies held = { 0 };
 	size_t attributed, seeded = 0, skipped = 0;
 	uint64_t t_first, t_second;
@@ -921,7 +939,13 @@ static int seed_table(struct daemon *d)
 	if (err < 0)
 		goto out;
 	t_second = now_ns();
-	seed_sort_by_cookie(&second);
+	/* Only the cookies of the second dump are needed from here on. Freeing
+	 * the rest before the table fills lowers the start-up peak RSS by about
+	 * 120 bytes per existing connection. */
+	err = cookie_set_from_seeds(&second, &still_open);
+	if (err < 0)
+		goto out;
+	seed_list_clear(&second);
 	if (!wait_for_frontiers(d, t_second))
 		log_warning("A CPU did not prove its frontier during start-up; connections closed "
 			    "on it while seeding may stay in the table until records are lost and "
@@ -944,7 +968,8 @@ static int seed_table(struct daemon *d)
 		if (c->state == TCP_SYN_SENT)
 			continue;
 		if (cookie_set_contains(&held.introduced, cookie) ||
-		    (!seed_find_cookie(&second, cookie) && !cookie_set_contains(&held.closed, cookie))) {
+		    (!cookie_set_contains(&still_open, cookie) &&
+		     !cookie_set_contains(&held.closed, cookie))) {
 			(void)bpf_map_delete_elem(loader_seeded_fd(d->loader), &cookie);
 			skipped++;
 			continue;
@@ -961,6 +986,7 @@ out:
 		log_error("Failed to enumerate the existing connections: %s", strerror(-err));
 	cookie_set_clear(&held.introduced);
 	cookie_set_clear(&held.closed);
+	cookie_set_clear(&still_open);
 	seed_list_clear(&first);
 	seed_list_clear(&second);
 	return err;
@@ -1023,6 +1049,10 @@ static int setup_tracing(struct daemon *d)
 	err = loader_open(&lc, &d->loader);
 	if (err < 0)
 		return err;
+	/* Loading parsed the kernel's BTF. glibc keeps the megabytes of heap
+	 * that freed, so they would stay in the RSS under the table and the
+	 * client queues for the daemon's life. */
+	(void)malloc_trim(0);
 
 	err = merger_new(&mc, &d->merger);
 	if (err < 0) {
@@ -1133,8 +1163,12 @@ static int setup_loop(struct daemon *d)
 	err = sd_event_now(d->loop, CLOCK_MONOTONIC, &usec_now);
 	if (err < 0)
 		return err;
+	/* Accuracy 0 would let sd-event delay the tick by up to its default of
+	 * 250 ms to coalesce wakeups, which an idle daemon then adds to every
+	 * record's release latency. */
 	err = sd_event_add_time(d->loop, NULL, CLOCK_MONOTONIC,
-				usec_now + d->opt.sync_interval_ms * 1000, 0, on_tick, d);
+				usec_now + d->opt.sync_interval_ms * 1000, TICK_ACCURACY_USEC,
+				on_tick, d);
 	if (err >= 0)
 		err = sd_event_add_time(d->loop, NULL, CLOCK_MONOTONIC,
 					usec_now + HOUSEKEEPING_INTERVAL_NS / NSEC_PER_USEC, 0,
