@@ -1138,11 +1138,9 @@ static uint64_t monotonic_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-void server_shutdown(struct server *s, uint64_t timeout_ms)
+/* Send queued output until nothing is left or deadline_ms passes. */
+static void server_flush_until(struct server *s, uint64_t deadline_ms)
 {
-	uint64_t deadline = monotonic_ms() + timeout_ms;
-
-	sd_event_source_set_enabled(s->listen_source, SD_EVENT_OFF);
 	for (;;) {
 		struct pollfd fds[64];
 		nfds_t n = 0;
@@ -1160,10 +1158,38 @@ void server_shutdown(struct server *s, uint64_t timeout_ms)
 				fds[n++] = (struct pollfd){ .fd = c->fd, .events = POLLOUT };
 		}
 		now = monotonic_ms();
-		if (n == 0 || now >= deadline)
+		if (n == 0 || now >= deadline_ms)
 			break;
-		(void)poll(fds, n, (int)(deadline - now));
+		(void)poll(fds, n, (int)(deadline_ms - now));
 	}
+}
+
+/* Drop what a client has queued except the rest of the line it is in the
+ * middle of receiving. */
+static void client_trim_to_partial_line(struct client *c)
+{
+	c->prefix_active = false;
+	if (out_queue_unsent(&c->front) > 0) {
+		(void)out_queue_keep_partial_line(&c->front);
+		out_queue_clear(&c->live);
+	} else {
+		(void)out_queue_keep_partial_line(&c->live);
+	}
+}
+
+void server_shutdown(struct server *s, uint64_t timeout_ms)
+{
+	uint64_t start = monotonic_ms();
+
+	sd_event_source_set_enabled(s->listen_source, SD_EVENT_OFF);
+	server_flush_until(s, start + timeout_ms);
+
+	/* Clients that did not take everything in time still get the line
+	 * they are in the middle of, so none of them reads a torn line. */
+	for (struct client *c = s->clients; c; c = c->next)
+		if (client_has_output(c))
+			client_trim_to_partial_line(c);
+	server_flush_until(s, monotonic_ms() + timeout_ms / 2);
 }
 
 void server_free(struct server *s)
