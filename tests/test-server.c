@@ -21,6 +21,7 @@
 #include "history.h"
 #include "log.h"
 #include "server.h"
+#include "check.h"
 
 /*
  * Tests of the socket server on real sockets: a listening AF_UNIX socket in a
@@ -37,24 +38,6 @@
 #define TEST_DEADLINE_USEC (100 * USEC_PER_SEC)
 #define RUN_ID "0123456789abcdef"
 #define MAX_PEERS 256
-
-#define CHECK(cond)                                                                       \
-	do {                                                                              \
-		if (!(cond)) {                                                            \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-			abort();                                                          \
-		}                                                                         \
-	} while (0)
-
-#define CHECK_EQ(expected, actual)                                                        \
-	do {                                                                              \
-		int64_t e_ = (int64_t)(expected), a_ = (int64_t)(actual);                 \
-		if (e_ != a_) {                                                           \
-			fprintf(stderr, "%s:%d: %s: expected %" PRId64 ", got %" PRId64 "\n", \
-				__FILE__, __LINE__, #actual, e_, a_);                     \
-			abort();                                                          \
-		}                                                                         \
-	} while (0)
 
 #define CHECK_STR_EQ(expected, actual)                                                    \
 	do {                                                                              \
