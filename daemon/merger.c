@@ -240,8 +240,9 @@ int merger_push_sync(struct merger *m, unsigned int cpu, uint64_t ts_ns, uint32_
 		return 0;
 	}
 
-	/* Syncs of one ring arrive in ring order, but nesting can put a sync
-	 * with an older ts_ns behind a newer one. A frontier never moves back. */
+	/* Syncs of one ring arrive in ring order, but nesting or preemption can
+	 * put a sync with an older ts_ns behind a newer one. A frontier never
+	 * moves back. */
 	if (!c->has_frontier || ts_ns > c->frontier_ns) {
 		c->frontier_ns = ts_ns;
 		c->has_frontier = true;

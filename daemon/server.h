@@ -38,13 +38,21 @@ struct server_stats {
 	uint64_t bytes_queued;		/* sum over clients now */
 };
 
-/* listen_fd is a listening SOCK_STREAM socket, taken over by the server. */
+/*
+ * listen_fd is a listening SOCK_STREAM socket. On success the server owns it
+ * and sets it non-blocking; on failure the caller still owns it. cfg is copied,
+ * but its strings, table and history must outlive the server.
+ */
 int server_new(sd_event *loop, int listen_fd, const struct server_config *cfg,
 	       struct conn_table *table, struct history *history, struct server **ret_server);
 void server_free(struct server *s);
 
-/* Fan a published record out to every subscribed client whose filter passes
- * it. The record is encoded once. */
+/*
+ * Fan a published record out to every subscribed client whose filter passes
+ * it. The record is encoded once. Call it after the record was applied to the
+ * table and appended to the history, so that a client arriving later finds it
+ * in its snapshot or replay and never twice.
+ */
 void server_publish(struct server *s, const struct record *r);
 
 void server_get_stats(const struct server *s, struct server_stats *ret_stats);

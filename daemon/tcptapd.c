@@ -77,6 +77,7 @@ struct daemon {
 	struct loader *loader;
 	struct merger *merger;
 	struct ring_reader *reader;
+	sd_event_source *ring_source;
 	struct conn_table *table;
 	struct history *history;
 	struct server *server;
@@ -453,9 +454,58 @@ static int read_online_cpus(bool *online, unsigned int ncpus)
 	return 0;
 }
 
+static int open_rings(struct daemon *d, struct ring_reader **ret_reader,
+		      sd_event_source **ret_source)
+{
+	struct ring_reader *reader;
+	int err;
+
+	err = ring_reader_new(loader_events_fd(d->loader), d->opt.perf_pages, d->merger, &reader);
+	if (err < 0) {
+		log_error("Failed to open the perf rings (%" PRIu64 " pages per CPU): %s",
+			  d->opt.perf_pages, strerror(-err));
+		return err;
+	}
+	err = sd_event_add_io(d->loop, ret_source, ring_reader_fd(reader), EPOLLIN, on_ring_ready,
+			      d);
+	if (err < 0) {
+		log_error("Failed to watch the perf rings: %s", strerror(-err));
+		ring_reader_free(reader);
+		return err;
+	}
+	*ret_reader = reader;
+	return 0;
+}
+
+/*
+ * The kernel opens a perf ring only for the CPUs online when the reader is
+ * created, and a CPU that goes offline loses its ring's event. When a CPU
+ * comes online, new rings replace the old ones: the new reader takes over
+ * the map slots first, then the old rings are drained into the merger ahead
+ * of anything the new ones hold, so no record and no sync is read out of ring
+ * order.
+ */
+static void reopen_rings(struct daemon *d)
+{
+	struct ring_reader *reader;
+	sd_event_source *source;
+
+	if (open_rings(d, &reader, &source) < 0) {
+		log_warning("Keeping the old perf rings: records of the CPU that came online "
+			    "are counted as failed outputs");
+		return;
+	}
+	(void)ring_reader_drain(d->reader);
+	sd_event_source_disable_unref(d->ring_source);
+	ring_reader_free(d->reader);
+	d->reader = reader;
+	d->ring_source = source;
+}
+
 static void update_online_cpus(struct daemon *d)
 {
 	bool now_online[d->ncpus];
+	bool came_online = false;
 	uint64_t now = now_ns();
 
 	if (read_online_cpus(now_online, d->ncpus) < 0)
@@ -476,11 +526,14 @@ static void update_online_cpus(struct daemon *d)
 				log_warning("Failed to attach the sync event of cpu %u: %s; it "
 					    "will be declared stalled", cpu, strerror(-err));
 			log_info("CPU %u came online", cpu);
+			came_online = true;
 		} else {
 			loader_detach_sync(d->loader, cpu);
 			log_info("CPU %u went offline", cpu);
 		}
 	}
+	if (came_online)
+		reopen_rings(d);
 }
 
 static void check_kernel_counters(struct daemon *d, uint64_t now)
@@ -540,6 +593,15 @@ static int on_housekeeping(sd_event_source *s, uint64_t usec, void *userdata)
 
 /* ---- stats record ---- */
 
+/* Milliseconds with microsecond precision, printed without binary noise. */
+static json_object *json_double_ms(uint64_t ns)
+{
+	char text[32];
+
+	snprintf(text, sizeof(text), "%.3f", (double)ns / 1e6);
+	return json_object_new_double_s(strtod(text, NULL), text);
+}
+
 static json_object *cpu_stats_json(struct daemon *d, uint64_t now)
 {
 	json_object *cpus = json_object_new_array();
@@ -554,8 +616,7 @@ static json_object *cpu_stats_json(struct daemon *d, uint64_t now)
 		json_object_object_add(o, "cpu", json_object_new_int64(cpu));
 		json_object_object_add(o, "online", json_object_new_boolean(cs.online));
 		json_object_object_add(o, "stalled", json_object_new_boolean(cs.stalled));
-		json_object_object_add(o, "frontier_lag_ms",
-				       json_object_new_double((double)cs.lag_ns / 1e6));
+		json_object_object_add(o, "frontier_lag_ms", json_double_ms(cs.lag_ns));
 		json_object_object_add(o, "events", json_object_new_uint64(cs.events));
 		json_object_object_add(o, "syncs", json_object_new_uint64(cs.syncs));
 		json_object_object_add(o, "syncs_busy", json_object_new_uint64(cs.syncs_busy));
@@ -897,14 +958,7 @@ static int setup_tracing(struct daemon *d)
 		}
 	}
 
-	err = ring_reader_new(loader_events_fd(d->loader), d->opt.perf_pages, d->merger,
-			      &d->reader);
-	if (err < 0) {
-		log_error("Failed to open the perf rings (%" PRIu64 " pages per CPU): %s",
-			  d->opt.perf_pages, strerror(-err));
-		return err;
-	}
-	return 0;
+	return open_rings(d, &d->reader, &d->ring_source);
 }
 
 static int setup_table(struct daemon *d)
@@ -991,6 +1045,7 @@ static int setup_loop(struct daemon *d)
 static void daemon_free(struct daemon *d)
 {
 	server_free(d->server);
+	sd_event_source_disable_unref(d->ring_source);
 	ring_reader_free(d->reader);
 	loader_free(d->loader);
 	merger_free(d->merger);
@@ -1042,11 +1097,6 @@ static int run(int argc, char **argv)
 	err = setup_serving(&d);
 	if (err < 0)
 		goto out;
-	err = sd_event_add_io(d.loop, NULL, ring_reader_fd(d.reader), EPOLLIN, on_ring_ready, &d);
-	if (err < 0) {
-		log_error("Failed to watch the perf rings: %s", strerror(-err));
-		goto out;
-	}
 
 	log_notice("Ready: tracing TCP connections on %u CPUs", d.ncpus);
 	sd_glue_notify_ready("Tracing");

@@ -341,10 +341,10 @@ static void test_late_records_flagged_and_first(void)
 
 	/* Pushed after ts 100 went out. The merger sets late itself, whatever the caller passed. */
 	REQUIRE_OK(push_event(m, 1, 160, 2));
-	REQUIRE_OK(push_event(m, 1, 95, 3));
-	r = test_record(1, 99, 4);
+	r = test_record(1, 99, 3);
 	r.late = false;
 	REQUIRE_OK(merger_push(m, &r));
+	REQUIRE_OK(push_event(m, 1, 95, 4));
 	r = test_record(0, 120, 5);
 	r.late = true;
 	REQUIRE_OK(merger_push(m, &r));
@@ -355,9 +355,9 @@ static void test_late_records_flagged_and_first(void)
 	/* Frontier 150 holds ts 160 back, and ts 120 is in order. The late ones
 	 * come first, oldest first, whatever the frontiers say. */
 	EXPECT_U64(3, release(m, 200, &cap));
-	EXPECT_U64(3, cap.records[1].ev.cookie);
+	EXPECT_U64(4, cap.records[1].ev.cookie);
 	EXPECT_BOOL(true, cap.records[1].late);
-	EXPECT_U64(4, cap.records[2].ev.cookie);
+	EXPECT_U64(3, cap.records[2].ev.cookie);
 	EXPECT_BOOL(true, cap.records[2].late);
 	EXPECT_U64(5, cap.records[3].ev.cookie);
 	EXPECT_BOOL(false, cap.records[3].late);
