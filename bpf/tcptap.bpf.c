@@ -81,8 +81,9 @@ struct {
 	__type(value, struct conn_state);
 } conns SEC(".maps");
 
-/* Connections found by the start-up dump, keyed by socket cookie and written
- * by tcptapd, so their close is reported with the dumped owner. */
+/* Sockets found by the start-up dump, keyed by socket cookie and written by
+ * tcptapd: established ones, so their close is reported with the dumped
+ * owner, and connecting ones, so their connect is attributed. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
@@ -248,6 +249,7 @@ static __always_inline void on_connecting(struct sock *sk)
 static __always_inline void on_connect_done(void *ctx, struct sock *sk, bool established,
 					    __u64 cookie)
 {
+	struct tcptap_owner owner = {};
 	struct tcptap_event ev = {};
 	struct conn_state *state;
 	__u64 key = (__u64)sk;
@@ -259,18 +261,26 @@ static __always_inline void on_connect_done(void *ctx, struct sock *sk, bool est
 
 	state = bpf_map_lookup_elem(&conns, &key);
 	if (state && state->phase == PHASE_CONNECTING) {
-		set_owner(&ev, &state->owner);
+		owner = state->owner;
 	} else {
 		/* connect() was called before the programs were attached: the
-		 * current context is not necessarily the connecting process. */
-		count(TCPTAP_CNT_UNATTRIBUTED);
+		 * current context is not necessarily the connecting process,
+		 * but the start-up dump registered the socket's owner if it
+		 * was still connecting then. */
+		struct tcptap_owner *seed = bpf_map_lookup_elem(&seeded, &cookie);
+
+		if (seed) {
+			owner = *seed;
+			bpf_map_delete_elem(&seeded, &cookie);
+		} else {
+			count(TCPTAP_CNT_UNATTRIBUTED);
+		}
 	}
+	set_owner(&ev, &owner);
 
 	if (established) {
-		struct conn_state live = { .phase = PHASE_LIVE, .cookie = cookie };
+		struct conn_state live = { .owner = owner, .phase = PHASE_LIVE, .cookie = cookie };
 
-		if (state)
-			live.owner = state->owner;
 		if (bpf_map_update_elem(&conns, &key, &live, BPF_ANY))
 			count(TCPTAP_CNT_OWNER_MAP_FULL);
 		ev.type = TCPTAP_EV_CONNECT;

@@ -11,6 +11,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "caps.h"
 #include "loader.h"
 #include "log.h"
 #include "tcptap.skel.h"
@@ -128,6 +129,20 @@ static bool path_exists(const char *path)
 	return access(path, F_OK) == 0;
 }
 
+/* Whether CAP_BPF and CAP_PERFMON are effective, or CAP_SYS_ADMIN, which
+ * passes the same checks. uid 0 alone proves nothing: a service manager can
+ * start root with a reduced bounding set. */
+static bool has_load_capabilities(void)
+{
+	const uint64_t load_caps = CAPS_BIT(CAP_PERFMON) | CAPS_BIT(CAP_BPF);
+	struct caps_state cur;
+
+	if (caps_get(&cur) < 0)
+		return geteuid() == 0;
+	return (cur.effective & load_caps) == load_caps ||
+	       (cur.effective & CAPS_BIT(CAP_SYS_ADMIN));
+}
+
 /* One line an operator can act on, for a backend that failed with err. */
 static void explain_failure(enum backend b, const char *step, const char *prog, int err,
 			    char *reason, size_t size)
@@ -143,8 +158,9 @@ static void explain_failure(enum backend b, const char *step, const char *prog, 
 		 !path_exists("/sys/kernel/tracing/events") &&
 		 !path_exists("/sys/kernel/debug/tracing/events"))
 		hint = "; tracefs is not mounted: mount -t tracefs tracefs /sys/kernel/tracing";
-	else if ((err == EPERM || err == EACCES) && geteuid() != 0)
-		hint = "; run as root or with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN";
+	else if ((err == EPERM || err == EACCES) && !has_load_capabilities())
+		hint = "; loading needs CAP_BPF and CAP_PERFMON: run as root or through "
+		       "tcptapd.service";
 	else if (err == EPERM || err == EACCES)
 		hint = "; the kernel refuses this program type even to root (lockdown, a "
 		       "security module or missing BPF trampoline support)";
@@ -360,24 +376,20 @@ int loader_read_counters(const struct loader *l, uint64_t ret_totals[TCPTAP_CNT_
 
 uint64_t loader_recursion_misses(const struct loader *l)
 {
+	struct bpf_program *const *progs;
 	uint64_t total = 0;
+	size_t n;
 
-	for (size_t i = 0; i < l->nlinks; i++) {
+	/* The programs' own descriptors, not BPF_PROG_GET_FD_BY_ID on the
+	 * links' program ids: that command needs CAP_SYS_ADMIN, which tcptapd
+	 * drops after start-up. */
+	progs = backend_programs(l->skel, l->backend, &n);
+	for (size_t i = 0; i < n; i++) {
 		struct bpf_prog_info info = { 0 };
 		__u32 len = sizeof(info);
-		int fd = bpf_link__fd(l->links[i]);
-		struct bpf_link_info link_info = { 0 };
-		__u32 link_len = sizeof(link_info);
-		int prog_fd;
 
-		if (bpf_obj_get_info_by_fd(fd, &link_info, &link_len) < 0)
-			continue;
-		prog_fd = bpf_prog_get_fd_by_id(link_info.prog_id);
-		if (prog_fd < 0)
-			continue;
-		if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) == 0)
+		if (bpf_obj_get_info_by_fd(bpf_program__fd(progs[i]), &info, &len) == 0)
 			total += info.recursion_misses;
-		close(prog_fd);
 	}
 	return total;
 }

@@ -204,7 +204,7 @@ static int client_on_close_grace(sd_event_source *source, uint64_t usec, void *u
 }
 
 /*
- * Stop accepting output and disconnect once the queues are sent. With grace
+ * Stop queueing new output and disconnect once the queues are sent. With grace
  * set, a client that does not read within SERVER_CLOSE_GRACE_USEC is cut off.
  * Without it, a dump or stats client may read as slowly as it likes.
  */
@@ -548,7 +548,12 @@ static void client_reject(struct client *c, const char *code, const char *messag
 	client_begin_close(c, true);
 }
 
-static char *server_encode_hello(const struct server *s, int resumed, const char *resume_error)
+/*
+ * Encode hello. position is the seq the client's stream continues after: the
+ * snapshot's seq, or resume_from when a resume was accepted.
+ */
+static char *server_encode_hello(const struct server *s, uint64_t position, int resumed,
+				 const char *resume_error)
 {
 	struct hello_info h = {
 		.protocol = SERVER_PROTOCOL_VERSION,
@@ -557,7 +562,7 @@ static char *server_encode_hello(const struct server *s, int resumed, const char
 		.ncpus = s->cfg.ncpus,
 		.boot_id = s->cfg.boot_id,
 		.run_id = s->cfg.run_id,
-		.snapshot_seq = s->last_seq,
+		.snapshot_seq = position,
 		.resumed = resumed,
 		.resume_error = resume_error,
 	};
@@ -573,7 +578,8 @@ static const char *server_check_resume(const struct server *s, const struct clie
 				       char *buf, size_t size)
 {
 	if (strcmp(req->run_id, s->cfg.run_id) != 0) {
-		snprintf(buf, size, "run_id does not match this daemon run, seq values restarted");
+		snprintf(buf, size, "run_id does not match this daemon run (the daemon restarted, "
+			 "or the run_id is wrong)");
 		return buf;
 	}
 	if (req->resume_from > s->last_seq) {
@@ -583,7 +589,7 @@ static const char *server_check_resume(const struct server *s, const struct clie
 	}
 	if (!history_covers(s->history, req->resume_from)) {
 		snprintf(buf, size,
-			 "seq %" PRIu64 " is no longer in the replay history, the oldest held is %"
+			 "seq %" PRIu64 " is no longer in the replay history, which starts at seq %"
 			 PRIu64, req->resume_from, history_oldest_seq(s->history));
 		return buf;
 	}
@@ -596,6 +602,7 @@ static int client_start_stream(struct client *c, const struct client_request *re
 	struct server *s = c->server;
 	const char *resume_error = NULL;
 	char reason[256];
+	uint64_t position;
 	int resumed = -1;
 	int r;
 
@@ -604,7 +611,8 @@ static int client_start_stream(struct client *c, const struct client_request *re
 		resumed = resume_error ? 0 : 1;
 	}
 
-	r = client_queue_front(c, server_encode_hello(s, resumed, resume_error));
+	position = resumed == 1 ? req->resume_from : s->last_seq;
+	r = client_queue_front(c, server_encode_hello(s, position, resumed, resume_error));
 	if (r < 0)
 		return r;
 
@@ -616,7 +624,8 @@ static int client_start_stream(struct client *c, const struct client_request *re
 		r = client_copy_snapshot(c);
 		log_debug("Client %u: %s with a snapshot of %zu connections at seq %" PRIu64 "%s%s",
 			  c->id, req->command == REQUEST_DUMP ? "dump" : "subscribed",
-			  c->prefix_count, c->snapshot_seq, resume_error ? ", resume rejected: " : "",
+			  c->prefix_count, c->snapshot_seq,
+			  resume_error ? ", resume rejected: " : "",
 			  resume_error ? resume_error : "");
 	}
 	if (r < 0)
@@ -631,7 +640,7 @@ static int client_send_stats(struct client *c)
 	struct server *s = c->server;
 	int r;
 
-	r = client_queue_front(c, server_encode_hello(s, -1, NULL));
+	r = client_queue_front(c, server_encode_hello(s, s->last_seq, -1, NULL));
 	if (r < 0)
 		return r;
 	r = client_queue_front(c, s->cfg.stats_json(s->cfg.userdata));

@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include <json-c/json.h>
 #include <systemd/sd-event.h>
 
+#include "caps.h"
 #include "conn_table.h"
 #include "history.h"
 #include "loader.h"
@@ -851,6 +853,10 @@ static int seed_table(struct daemon *d)
 		struct record r = { .origin = RECORD_ORIGIN_SEEDED, .ev = c->ev };
 		uint64_t cookie = c->ev.cookie;
 
+		/* A connecting socket is not a connection yet: its registered
+		 * owner only attributes its connect or connect_failed record. */
+		if (c->state == TCP_SYN_SENT)
+			continue;
 		if (cookie_set_contains(&held.introduced, cookie) ||
 		    (!seed_find_cookie(&second, cookie) && !cookie_set_contains(&held.closed, cookie))) {
 			(void)bpf_map_delete_elem(loader_seeded_fd(d->loader), &cookie);
@@ -1095,6 +1101,9 @@ static int run(int argc, char **argv)
 	if (err < 0)
 		goto out;
 	err = setup_serving(&d);
+	if (err < 0)
+		goto out;
+	err = caps_drop_after_attach();
 	if (err < 0)
 		goto out;
 

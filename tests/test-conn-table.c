@@ -288,7 +288,8 @@ static void test_matches_model(void)
 			CHECK_EQ(nlive, stats_of(t).entries);
 			CHECK_EQ(full, stats_of(t).full);
 			for (uint64_t k = 1; k < COOKIES; k++) {
-				const struct record *e = conn_table_lookup(t, (k & 1) ? k : k << 40);
+				uint64_t key = (k & 1) ? k : k << 40;
+				const struct record *e = conn_table_lookup(t, key);
 
 				CHECK_EQ(live[k], e != NULL);
 				if (e)
