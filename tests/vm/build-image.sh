@@ -24,11 +24,11 @@ LOCK_TIMEOUT_S=1200
 
 HOST_PACKAGES=(qemu-system-x86 debootstrap linux-image-amd64 initramfs-tools e2fsprogs)
 
-# What the tcptap package needs at run time, plus what the guest tests use: python3 for the
-# stream checks, bpftool to list the BPF programs and links left in the kernel, procps and
-# util-linux for process and namespace handling, adduser for the package's maintainer scripts.
+# What the tcptap package needs at run time, plus what the guest tests use. python3 runs the
+# end-to-end tests, bpftool lists the BPF objects left in the kernel, and procps, util-linux and
+# iproute2 handle processes and network namespaces.
 GUEST_PACKAGES=(
-	systemd systemd-sysv udev kmod util-linux procps iproute2 adduser
+	systemd systemd-sysv udev kmod util-linux procps iproute2
 	libbpf1 libelf1 libjson-c5 libsystemd0 zlib1g
 	python3 bpftool
 )
@@ -180,7 +180,7 @@ configure_rootfs() {
 	chroot "$root" systemctl enable tcptap-vm-autorun.service >/dev/null 2>&1
 	chroot "$root" systemctl set-default multi-user.target >/dev/null 2>&1
 
-	# Units that only cost boot time here. The serial getty is masked because nobody logs in.
+	# Units that only cost boot time here. The gettys are masked: the tests need no login.
 	chroot "$root" systemctl mask systemd-timesyncd.service apt-daily.timer \
 		apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer \
 		man-db.timer dpkg-db-backup.timer serial-getty@ttyS0.service getty@tty1.service \
@@ -210,8 +210,8 @@ copy_guest_modules() {
 }
 
 # Make an initrd ($3) for kernel $1 that loads only INITRD_MODULES, with a copy of the host's
-# initramfs-tools configuration in $2. Debian's default (MODULES=most) is about four times
-# larger, which costs seconds of decompression under TCG.
+# initramfs-tools configuration in $2. Debian's default (MODULES=most) made 30 MB instead of
+# 6 MB for 6.1.0-57-amd64, which costs seconds of boot under TCG.
 build_initrd() {
 	local release=$1 confdir=$2 output=$3
 

@@ -7,8 +7,8 @@ Usage:
       exit 1 if the socket sends no hello within TIMEOUT_S, or as soon as process PID, the
       daemon being waited for, has exited.
   guest-tool.py bpf-owned PID
-      Print, as JSON, the BPF programs, links and maps that process PID holds file
-      descriptors of, with the names the kernel knows the programs by.
+      Print, as JSON, the BPF programs, links and maps behind the open file descriptors of
+      process PID, with the programs' names as the kernel reports them.
   guest-tool.py bpf-remaining STATE_JSON TIMEOUT_S [--ids-only]
       Given the output of bpf-owned, wait up to TIMEOUT_S for every one of those objects to
       be gone from the kernel and, unless --ids-only, for no program of those names to be

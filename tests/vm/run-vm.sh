@@ -11,14 +11,14 @@
 # RUN_DIR: share/out/{guest.log,rc,journal.log,dmesg.log,timing}, serial.log and qemu.log.
 # The guest's log is printed on stdout; on failure the serial console's tail follows.
 #
-# qemu uses TCG (software emulation) unless TCPTAP_VM_ACCEL says otherwise. KVM is not the
+# qemu uses TCG (software emulation) unless TCPTAP_VM_ACCEL=kvm selects KVM. KVM is not the
 # default because a nested-virtualisation /dev/kvm (kvm_pvm) accepts a normal guest and then
 # hangs it after the kernel's decompressor.
 set -uo pipefail
 
 DEFAULT_TIMEOUT_S=600
-# Time the guest needs around run.sh: boot before it, power-off after it (measured under TCG
-# on 2 CPUs: about 15 s and 2 s).
+# Time the guest needs around run.sh: boot before it, power-off after it. Measured under TCG
+# on a 2-CPU host: 10 to 25 s of boot, depending on the host's load, and 2 s of power-off.
 GUEST_MARGIN_S=60
 SERIAL_TAIL_LINES=60
 
