@@ -17,11 +17,14 @@ Every backend must produce the same set of such connections. Fields that differ 
 runs by construction are left out: seq, ts_ns, pid, tid, cookie, cgroup, netns, cpu and the
 port numbers themselves.
 
-The compared records are written to OUT_DIR/records-<backend>-<test>.json, and a failed test
-keeps its daemon's stderr in OUT_DIR/<backend>-<test>/. Prints one line per test and backend,
-then "backends: N passed, M failed"; exits 1 if anything failed.
+Each test's full output goes to OUT_DIR/<backend>-<test>.log, of which only a summary and the
+first failures are printed. The compared records are written to
+OUT_DIR/records-<backend>-<test>.json, and a failed test keeps its daemon's stderr in
+OUT_DIR/<backend>-<test>/. Ends with "backends: N passed, M failed"; exits 1 if anything
+failed.
 """
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -42,6 +45,7 @@ COMPARED_FIELDS = ("type", "comm", "uid", "family", "saddr", "daddr", "error", "
 MIN_CPUS = 2			# the stall and migrate tests pin load to two CPUs
 READY_TIMEOUT_S = 90		# BPF verification under TCG takes far longer than on hardware
 MAX_DIFFS_SHOWN = 10
+MAX_FAILURE_LINES_SHOWN = 40
 STATS_TIMEOUT_S = 10
 # Counters of the stats reply shown for every daemon a test stops.
 STATS_SHOWN = ("events", "lost", "late", "dropped_duplicate", "dropped_orphan_close")
@@ -122,6 +126,31 @@ def daemon_stats(socket_path):
 	return {"error": "no stats record in %r" % data[:200]}
 
 
+def show_excerpt(log_path):
+	"""Print the lines of a test's output that summarize it: FATAL lines, the daemons'
+	counters, the check totals, and the first MAX_FAILURE_LINES_SHOWN lines of failures."""
+	failure_lines = 0
+	in_failure = False
+	with open(log_path, errors="replace") as f:
+		for line in f:
+			line = line.rstrip("\n")
+			if line.startswith("FAIL"):
+				in_failure = True
+			elif not line.startswith(" "):
+				in_failure = False
+			if in_failure:
+				failure_lines += 1
+				if failure_lines <= MAX_FAILURE_LINES_SHOWN:
+					print(line)
+			elif (line.startswith(("FATAL", "stats of ")) or
+			      line.endswith("failed") and "checks passed" in line):
+				print(line)
+	if failure_lines > MAX_FAILURE_LINES_SHOWN:
+		print("... %d more lines of failures in %s" % (
+			failure_lines - MAX_FAILURE_LINES_SHOWN, log_path))
+	sys.stdout.flush()
+
+
 def multiset_difference(left, right):
 	"""Return the items of left that right lacks, counting repeats."""
 	remaining = list(right)
@@ -173,19 +202,24 @@ class Runner:
 		return RecordingSession
 
 	def run_test(self, backend, name):
+		"""Run one end-to-end test with its output in OUT_DIR/<backend>-<test>.log, and show
+		its summary, counters and first failures here."""
 		tt = self.tt
 		label = "%s under --backend %s" % (name, backend)
-		tt.log("\n==== %s ====" % label)
+		log_path = os.path.join(self.out_dir, "%s-%s.log" % (backend, name))
+		tt.log("\n==== %s (output in %s) ====" % (label, log_path))
 		tt.BACKEND = backend
 		session = self.session_class()()
 		exit_code = 0
-		try:
-			with session:
-				self.modules[name].main(session, self.daemon_path, self.cpus)
-		except SystemExit as e:
-			# tt.fatal() and a test that raised end up here with a non-zero code.
-			exit_code = e.code if isinstance(e.code, int) else 1
-		ok = session.checker.finish() == 0 and exit_code == 0
+		with open(log_path, "w") as log_file, contextlib.redirect_stdout(log_file):
+			try:
+				with session:
+					self.modules[name].main(session, self.daemon_path, self.cpus)
+			except SystemExit as e:
+				# tt.fatal() and a test that raised end up here with a non-zero code.
+				exit_code = e.code if isinstance(e.code, int) else 1
+			ok = session.checker.finish() == 0 and exit_code == 0
+		show_excerpt(log_path)
 		self.results.append((label, ok))
 		if not ok:
 			self.keep_logs(session, "%s-%s" % (backend, name))

@@ -7,10 +7,10 @@
 #
 # 1. The guest is what the suite claims: systemd PID 1, a kernel with kprobes and BTF.
 # 2. The tcptap package installs with dpkg -i (its dependencies are in the image).
-# 3. tcptapd.service reaches active through Type=notify and reports a status text; its socket
-#    has the contract's mode and group; a restart and a stop leave no BPF program, link or map
-#    of the old daemon behind; with the service stopped, tcptapd.socket starts it on the first
-#    client connection.
+# 3. tcptapd.service reaches active through Type=notify and reports a status text, and its
+#    socket has the contract's mode and group. After a restart and after a stop, no BPF
+#    program, link or map of the old daemon remains. With the service stopped, tcptapd.socket
+#    starts it on the first client connection.
 # 4. tcptapd run by hand on a private socket loads and attaches each backend (kprobe, fentry,
 #    tracepoint); --backend auto picks one and logs why it rejected each other one.
 # 5. guest-backends.py runs the end-to-end tests under each backend and compares the records
