@@ -10,9 +10,9 @@ kept and compared across backends, the last BACKEND being the reference.
 
 The comparison works per connection, because that is where the order of records is defined.
 Records belong to one connection when they name the same two endpoints (address and port),
-in either direction. Each connection becomes the list of its records in stream order, with
-type, family, addresses, comm, uid, error and late compared field by field, and each port
-replaced by the endpoint it belongs to (A: the first record's source, B: its destination).
+in either direction. Each connection becomes the list of its records in stream order. Type,
+family, addresses, comm, uid, error and late are compared field by field. Each port is replaced
+by the endpoint it belongs to: A is the first record's source, B its destination.
 Every backend must produce the same set of such connections. Fields that differ between two
 runs by construction are left out: seq, ts_ns, pid, tid, cookie, cgroup, netns, cpu and the
 port numbers themselves.
@@ -32,8 +32,8 @@ import shutil
 import socket
 import sys
 
-# (name, file, backends it runs under; None: all). The kernel suite on the host already runs
-# the migrate test with the tracepoint backend, and it takes about a minute under TCG.
+# (name, file, backends it runs under or None for all). The kernel suite on the host already
+# runs the migrate test with the tracepoint backend, and it takes about a minute under TCG.
 TESTS = [
 	("connections", "test-e2e-connections.py", None),
 	("accept-before-start", "test-e2e-accept-before-start.py", None),
@@ -211,6 +211,7 @@ class Runner:
 		tt.BACKEND = backend
 		session = self.session_class()()
 		exit_code = 0
+
 		with open(log_path, "w") as log_file, contextlib.redirect_stdout(log_file):
 			try:
 				with session:
@@ -223,6 +224,7 @@ class Runner:
 		self.results.append((label, ok))
 		if not ok:
 			self.keep_logs(session, "%s-%s" % (backend, name))
+
 		if name in COMPARED_TESTS and session.subscribers:
 			subscriber = session.subscribers[0]
 			live = subscriber.records()
