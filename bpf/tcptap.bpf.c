@@ -30,21 +30,6 @@ enum {
 	TCP_CLOSE_WAIT = 8,
 };
 
-/* Life of a socket in the conns map, keyed by its struct sock address. */
-enum conn_phase {
-	PHASE_CONNECTING = 1,		/* SYN sent; owner is the connecting thread */
-	PHASE_PENDING_ACCEPT = 2,	/* passive open established, accept() not returned yet */
-	PHASE_LIVE = 3,			/* introduced by a connect or accept record */
-	PHASE_CLOSED_UNACCEPTED = 4,	/* closed while waiting in the accept queue */
-};
-
-struct conn_state {
-	struct tcptap_owner owner;
-	__u64 cookie;
-	__u32 phase;
-	__u32 pad;
-};
-
 /* Test-only knobs, set by tcptapd before load. With test_stall_ns == 0 (the
  * default) the verifier removes the stall code as dead. */
 const volatile __u64 test_stall_ns = 0;
@@ -178,26 +163,45 @@ static __always_inline bool ipv6_is_v4mapped(const struct in6_addr *a)
 	       a->in6_u.u6_addr32[2] == bpf_htonl(0xffff);
 }
 
+/*
+ * Reads a field of sk. Where sk is a BTF pointer (btf_sk: the arguments of
+ * tp_btf and fentry programs) the read is a plain load, which the JIT guards
+ * against faults; bpf_probe_read_kernel() costs a helper call per field and
+ * was the largest part of the event programs' time. kprobe arguments and
+ * sockets found through the fd table are plain integers to the verifier and
+ * need the helper. btf_sk is a constant in every program, so the compiler
+ * drops the other branch.
+ */
+#define SK_READ(btf_sk, sk, field) ((btf_sk) ? (sk)->field : BPF_CORE_READ(sk, field))
+
 /* Endpoints, ports and namespace of sk. The addresses stay in network byte
  * order; the ports are converted to host order here and nowhere else. */
-static __always_inline void fill_sock(struct tcptap_event *ev, struct sock *sk)
+static __always_inline void fill_sock(struct tcptap_event *ev, struct sock *sk, bool btf_sk)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 family = SK_READ(btf_sk, sk, __sk_common.skc_family);
 	__be32 saddr4, daddr4;
 
 	/* The transition to CLOSE releases the local port before the
 	 * tracepoint runs, zeroing skc_num; inet_sport still holds it. */
-	ev->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	ev->sport = SK_READ(btf_sk, sk, __sk_common.skc_num);
 	if (!ev->sport)
 		ev->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-	ev->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	ev->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	ev->dport = bpf_ntohs(SK_READ(btf_sk, sk, __sk_common.skc_dport));
+	if (btf_sk)
+		ev->netns = sk->__sk_common.skc_net.net->ns.inum;
+	else
+		ev->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 
 	if (family == AF_INET6) {
 		struct in6_addr saddr6, daddr6;
 
-		BPF_CORE_READ_INTO(&saddr6, sk, __sk_common.skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO(&daddr6, sk, __sk_common.skc_v6_daddr);
+		if (btf_sk) {
+			saddr6 = sk->__sk_common.skc_v6_rcv_saddr;
+			daddr6 = sk->__sk_common.skc_v6_daddr;
+		} else {
+			BPF_CORE_READ_INTO(&saddr6, sk, __sk_common.skc_v6_rcv_saddr);
+			BPF_CORE_READ_INTO(&daddr6, sk, __sk_common.skc_v6_daddr);
+		}
 		if (!ipv6_is_v4mapped(&daddr6)) {
 			ev->family = TCPTAP_FAMILY_INET6;
 			__builtin_memcpy(ev->saddr_be, &saddr6, sizeof(saddr6));
@@ -209,24 +213,24 @@ static __always_inline void fill_sock(struct tcptap_event *ev, struct sock *sk)
 	}
 
 	ev->family = TCPTAP_FAMILY_INET;
-	saddr4 = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
-	daddr4 = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+	saddr4 = SK_READ(btf_sk, sk, __sk_common.skc_rcv_saddr);
+	daddr4 = SK_READ(btf_sk, sk, __sk_common.skc_daddr);
 	__builtin_memcpy(ev->saddr_be, &saddr4, sizeof(saddr4));
 	__builtin_memcpy(ev->daddr_be, &daddr4, sizeof(daddr4));
 }
 
-static __always_inline bool is_tcp_inet(struct sock *sk)
+static __always_inline bool is_tcp_inet(struct sock *sk, bool btf_sk)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 family = SK_READ(btf_sk, sk, __sk_common.skc_family);
 
 	if (family != AF_INET && family != AF_INET6)
 		return false;
-	return BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP;
+	return SK_READ(btf_sk, sk, sk_protocol) == IPPROTO_TCP;
 }
 
-static __always_inline __u64 read_cookie(struct sock *sk)
+static __always_inline __u64 read_cookie(struct sock *sk, bool btf_sk)
 {
-	return BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	return SK_READ(btf_sk, sk, __sk_common.skc_cookie.counter);
 }
 
 /* Program flavors: TRACING programs (tp_btf, fentry) may call
@@ -234,7 +238,8 @@ static __always_inline __u64 read_cookie(struct sock *sk)
  * kprobes can only read the cookie, which stays 0 until something asks for it.
  * NOTE: with the kprobe backend, connections nobody generated a cookie for are
  * reported with cookie 0. */
-#define GEN_COOKIE(sk, can_generate) ((can_generate) ? bpf_get_socket_cookie(sk) : read_cookie(sk))
+#define GEN_COOKIE(sk, can_generate) \
+	((can_generate) ? bpf_get_socket_cookie(sk) : read_cookie(sk, false))
 
 static __always_inline void on_connecting(struct sock *sk)
 {
@@ -246,8 +251,8 @@ static __always_inline void on_connecting(struct sock *sk)
 		count(TCPTAP_CNT_CONNECTING_MAP_FULL);
 }
 
-static __always_inline void on_connect_done(void *ctx, struct sock *sk, bool established,
-					    __u64 cookie)
+static __always_inline void on_connect_done(void *ctx, struct sock *sk, bool btf_sk,
+					    bool established, __u64 cookie)
 {
 	struct tcptap_owner owner = {};
 	struct tcptap_event ev = {};
@@ -279,13 +284,23 @@ static __always_inline void on_connect_done(void *ctx, struct sock *sk, bool est
 	set_owner(&ev, &owner);
 
 	if (established) {
-		struct conn_state live = { .owner = owner, .phase = PHASE_LIVE, .cookie = cookie };
+		if (state && state->phase == PHASE_CONNECTING) {
+			/* In place: the owner is already there, and replacing
+			 * the element would take the bucket lock and a free
+			 * element. Transitions of one socket are serialized by
+			 * its lock, so nothing reads the entry meanwhile. */
+			state->cookie = cookie;
+			state->phase = PHASE_LIVE;
+		} else {
+			struct conn_state live = { .owner = owner, .phase = PHASE_LIVE,
+						   .cookie = cookie };
 
-		if (bpf_map_update_elem(&conns, &key, &live, BPF_ANY))
-			count(TCPTAP_CNT_OWNER_MAP_FULL);
+			if (bpf_map_update_elem(&conns, &key, &live, BPF_ANY))
+				count(TCPTAP_CNT_OWNER_MAP_FULL);
+		}
 		ev.type = TCPTAP_EV_CONNECT;
 	} else {
-		int err = BPF_CORE_READ(sk, sk_err);
+		int err = SK_READ(btf_sk, sk, sk_err);
 
 		bpf_map_delete_elem(&conns, &key);
 		ev.type = TCPTAP_EV_CONNECT_FAILED;
@@ -295,7 +310,7 @@ static __always_inline void on_connect_done(void *ctx, struct sock *sk, bool est
 	}
 
 	ev.cookie = cookie;
-	fill_sock(&ev, sk);
+	fill_sock(&ev, sk, btf_sk);
 	ev.ts_ns = bpf_ktime_get_ns();
 	emit(ctx, &ev);
 	inflight_exit(slot);
@@ -319,7 +334,7 @@ static __always_inline void on_passive_established(struct sock *sk, __u64 cookie
  * taken after the swap, so it is later than the accept record's timestamp,
  * which on_accepted() takes before its own swap.
  */
-static __always_inline void on_closed(void *ctx, struct sock *sk)
+static __always_inline void on_closed(void *ctx, struct sock *sk, bool btf_sk)
 {
 	struct tcptap_event ev = { .type = TCPTAP_EV_CLOSE };
 	struct conn_state *state;
@@ -347,7 +362,7 @@ static __always_inline void on_closed(void *ctx, struct sock *sk)
 		goto output;
 	}
 
-	cookie = read_cookie(sk);
+	cookie = read_cookie(sk, btf_sk);
 	if (!cookie)
 		goto out;
 	seed = bpf_map_lookup_elem(&seeded, &cookie);
@@ -359,17 +374,29 @@ static __always_inline void on_closed(void *ctx, struct sock *sk)
 		goto out;
 
 output:
-	fill_sock(&ev, sk);
+	fill_sock(&ev, sk, btf_sk);
 	ev.ts_ns = bpf_ktime_get_ns();
 	emit(ctx, &ev);
 out:
 	inflight_exit(slot);
 }
 
-static __always_inline void on_state_change(void *ctx, struct sock *sk, int oldstate,
-					    int newstate, bool can_generate_cookie)
+/* The transitions on_state_change() acts on. About half of a connection's
+ * state changes are none of these, and they return before reading the socket. */
+static __always_inline bool is_tracked_transition(int oldstate, int newstate)
 {
-	if (!is_tcp_inet(sk))
+	if (newstate == TCP_SYN_SENT || oldstate == TCP_SYN_SENT)
+		return true;
+	if (oldstate == TCP_SYN_RECV)
+		return newstate == TCP_ESTABLISHED;
+	return (oldstate == TCP_ESTABLISHED || oldstate == TCP_CLOSE_WAIT) &&
+	       newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE_WAIT;
+}
+
+static __always_inline void on_state_change(void *ctx, struct sock *sk, int oldstate,
+					    int newstate, bool btf_sk)
+{
+	if (!is_tracked_transition(oldstate, newstate) || !is_tcp_inet(sk, btf_sk))
 		return;
 
 	if (newstate == TCP_SYN_SENT) {
@@ -379,16 +406,16 @@ static __always_inline void on_state_change(void *ctx, struct sock *sk, int olds
 	if (oldstate == TCP_SYN_SENT) {
 		bool established = newstate == TCP_ESTABLISHED;
 
-		on_connect_done(ctx, sk, established, GEN_COOKIE(sk, can_generate_cookie));
+		on_connect_done(ctx, sk, btf_sk, established, GEN_COOKIE(sk, btf_sk));
 		return;
 	}
 	if (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED) {
-		on_passive_established(sk, GEN_COOKIE(sk, can_generate_cookie));
+		on_passive_established(sk, GEN_COOKIE(sk, btf_sk));
 		return;
 	}
 	if ((oldstate == TCP_ESTABLISHED || oldstate == TCP_CLOSE_WAIT) &&
 	    newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE_WAIT)
-		on_closed(ctx, sk);
+		on_closed(ctx, sk, btf_sk);
 }
 
 /*
@@ -404,7 +431,7 @@ static __always_inline void on_accepted(void *ctx, struct sock *sk)
 	__u64 *slot;
 	bool closed = false;
 
-	if (!sk || !is_tcp_inet(sk))
+	if (!sk || !is_tcp_inet(sk, false))
 		return;
 	slot = inflight_slot();
 	if (!slot)
@@ -437,7 +464,7 @@ static __always_inline void on_accepted(void *ctx, struct sock *sk)
 		struct conn_state live = { .owner = owner, .phase = PHASE_LIVE };
 		unsigned char skstate;
 
-		live.cookie = read_cookie(sk);
+		live.cookie = read_cookie(sk, false);
 		ev.cookie = live.cookie;
 		if (bpf_map_update_elem(&conns, &key, &live, BPF_NOEXIST))
 			count(TCPTAP_CNT_OWNER_MAP_FULL);
@@ -447,7 +474,7 @@ static __always_inline void on_accepted(void *ctx, struct sock *sk)
 	}
 
 	set_owner(&ev, &owner);
-	fill_sock(&ev, sk);
+	fill_sock(&ev, sk, false);
 	emit(ctx, &ev);
 	if (closed) {
 		ev.type = TCPTAP_EV_CLOSE;
@@ -458,15 +485,20 @@ out:
 	inflight_exit(slot);
 }
 
-static __always_inline void on_destroy(struct sock *sk)
+static __always_inline void on_destroy(struct sock *sk, bool btf_sk)
 {
 	__u64 key = (__u64)sk;
 	__u64 cookie;
 
-	/* Drops what a socket that was never accepted left behind. */
-	bpf_map_delete_elem(&conns, &key);
-	cookie = read_cookie(sk);
-	if (cookie)
+	/* Drops what a socket that was never accepted left behind. Almost
+	 * every socket has no entry left by now, and a lookup takes no lock
+	 * where a delete takes the hash bucket's lock even for a missing key.
+	 * Nothing inserts a key of a socket that is being destroyed, so the
+	 * entry cannot appear between the lookup and the delete. */
+	if (bpf_map_lookup_elem(&conns, &key))
+		bpf_map_delete_elem(&conns, &key);
+	cookie = read_cookie(sk, btf_sk);
+	if (cookie && bpf_map_lookup_elem(&seeded, &cookie))
 		bpf_map_delete_elem(&seeded, &cookie);
 }
 
@@ -560,7 +592,7 @@ int BPF_PROG(tp_state, struct sock *sk, int oldstate, int newstate)
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(tp_destroy, struct sock *sk)
 {
-	on_destroy(sk);
+	on_destroy(sk, true);
 	return 0;
 }
 
@@ -592,7 +624,7 @@ int BPF_PROG(fentry_state, struct sock *sk, int newstate)
 SEC("fentry/tcp_v4_destroy_sock")
 int BPF_PROG(fentry_destroy, struct sock *sk)
 {
-	on_destroy(sk);
+	on_destroy(sk, true);
 	return 0;
 }
 
@@ -620,7 +652,7 @@ int BPF_KPROBE(kprobe_state, struct sock *sk, int newstate)
 SEC("kprobe/tcp_v4_destroy_sock")
 int BPF_KPROBE(kprobe_destroy, struct sock *sk)
 {
-	on_destroy(sk);
+	on_destroy(sk, false);
 	return 0;
 }
 

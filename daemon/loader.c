@@ -181,12 +181,36 @@ static void detach_events(struct loader *l)
 
 /* Open, load and attach backend b into l. On failure l holds nothing and
  * reason says why. */
-static int try_backend(const struct loader_config *cfg, enum backend b, struct loader *l,
-		       char *reason, size_t size)
+/* Attach the event programs of l's backend. On failure nothing stays
+ * attached and reason says why. */
+static int attach_events(struct loader *l, char *reason, size_t size)
 {
 	struct bpf_program *const *progs;
-	struct tcptap_bpf *skel;
 	size_t n;
+
+	progs = backend_programs(l->skel, l->backend, &n);
+	for (size_t i = 0; i < n; i++) {
+		struct bpf_link *link = bpf_program__attach(progs[i]);
+
+		if (!link) {
+			int err = errno;
+
+			explain_failure(l->backend, "attach", bpf_program__name(progs[i]), err,
+					reason, size);
+			detach_events(l);
+			return -err;
+		}
+		l->links[l->nlinks++] = link;
+	}
+	return 0;
+}
+
+/* Open and load backend b into l, and attach its event programs if attach is
+ * set. On failure l holds nothing and reason says why. */
+static int try_backend(const struct loader_config *cfg, enum backend b, bool attach,
+		       struct loader *l, char *reason, size_t size)
+{
+	struct tcptap_bpf *skel;
 	int err;
 
 	skel = tcptap_bpf__open();
@@ -217,23 +241,15 @@ static int try_backend(const struct loader_config *cfg, enum backend b, struct l
 	}
 
 	l->skel = skel;
-	progs = backend_programs(skel, b, &n);
-	for (size_t i = 0; i < n; i++) {
-		struct bpf_link *link = bpf_program__attach(progs[i]);
-
-		if (!link) {
-			err = errno;
-			explain_failure(b, "attach", bpf_program__name(progs[i]), err, reason,
-					size);
-			detach_events(l);
-			tcptap_bpf__destroy(skel);
-			l->skel = NULL;
-			return -err;
-		}
-		l->links[l->nlinks++] = link;
-	}
 	l->backend = b;
-	return 0;
+	if (!attach)
+		return 0;
+	err = attach_events(l, reason, size);
+	if (err < 0) {
+		tcptap_bpf__destroy(skel);
+		l->skel = NULL;
+	}
+	return err;
 }
 
 static void release_backend(struct loader *l)
@@ -243,35 +259,32 @@ static void release_backend(struct loader *l)
 	l->skel = NULL;
 }
 
+/*
+ * Probe every backend by loading and attaching it, then load the preferred
+ * one that worked again, without attaching: tcptapd opens the perf rings
+ * before loader_attach(), so no record is written before a ring exists.
+ */
 static int choose_backend(const struct loader_config *cfg, struct loader *l)
 {
 	char reasons[3][REASON_BYTES] = { "", "", "" };
 	enum backend chosen = BACKEND_AUTO;
-	int first_err = 0;
+	int first_err = 0, err;
 
 	for (size_t i = 0; i < 3; i++) {
-		enum backend b = auto_order[i];
-		int err;
+		struct loader probe = { 0 };
 
-		if (chosen == BACKEND_AUTO) {
-			err = try_backend(cfg, b, l, reasons[i], REASON_BYTES);
-			if (err == 0)
-				chosen = b;
-			else if (!first_err)
+		err = try_backend(cfg, auto_order[i], true, &probe, reasons[i], REASON_BYTES);
+		if (err < 0) {
+			if (!first_err)
 				first_err = err;
 			continue;
 		}
-
-		/* Probe the less preferred ones too, so the log says whether
-		 * they would have worked. */
-		struct loader probe = { 0 };
-
-		err = try_backend(cfg, b, &probe, reasons[i], REASON_BYTES);
-		if (err == 0) {
+		release_backend(&probe);
+		if (chosen == BACKEND_AUTO)
+			chosen = auto_order[i];
+		else
 			snprintf(reasons[i], REASON_BYTES, "works, but %s is preferred",
 				 backend_to_string(chosen));
-			release_backend(&probe);
-		}
 	}
 
 	for (size_t i = 0; i < 3; i++) {
@@ -284,8 +297,26 @@ static int choose_backend(const struct loader_config *cfg, struct loader *l)
 		log_error("Failed to find a working backend; see the reasons above");
 		return first_err;
 	}
+
+	err = try_backend(cfg, chosen, false, l, reasons[0], REASON_BYTES);
+	if (err < 0) {
+		log_error("Failed to load backend '%s' after probing it: %s",
+			  backend_to_string(chosen), reasons[0]);
+		return err;
+	}
 	log_notice("Using backend '%s' (--backend auto)", backend_to_string(chosen));
 	return 0;
+}
+
+int loader_attach(struct loader *l)
+{
+	char reason[REASON_BYTES];
+	int err;
+
+	err = attach_events(l, reason, sizeof(reason));
+	if (err < 0)
+		log_error("Backend '%s' unavailable: %s", backend_to_string(l->backend), reason);
+	return err;
 }
 
 static int perf_event_open_cpu_clock(unsigned int cpu, uint64_t period_ns)
@@ -348,6 +379,35 @@ int loader_sync_now(struct loader *l, unsigned int cpu)
 
 	err = bpf_prog_test_run_opts(bpf_program__fd(l->skel->progs.tcptap_sync_now), &opts);
 	return err < 0 ? -errno : 0;
+}
+
+int loader_tracked_cookies(const struct loader *l, struct cookie_set *set)
+{
+	int conns_fd = bpf_map__fd(l->skel->maps.conns);
+	int seeded_fd = bpf_map__fd(l->skel->maps.seeded);
+	size_t steps = 0, max_steps = 2 * (size_t)bpf_map__max_entries(l->skel->maps.conns);
+	uint64_t key, next;
+	void *prev;
+	int err = 0;
+
+	/* Entries can vanish while the maps are walked; a key that is gone
+	 * makes bpf_map_get_next_key() restart from the first key, so some
+	 * entries may be visited twice, and the walk is bounded. */
+	for (prev = NULL; err == 0 && steps++ < max_steps &&
+	     bpf_map_get_next_key(conns_fd, prev, &next) == 0; prev = &key) {
+		struct conn_state state;
+
+		key = next;
+		if (bpf_map_lookup_elem(conns_fd, &key, &state) == 0 && state.phase == PHASE_LIVE)
+			err = cookie_set_add(set, state.cookie);
+	}
+	steps = 0;
+	for (prev = NULL; err == 0 && steps++ < max_steps &&
+	     bpf_map_get_next_key(seeded_fd, prev, &next) == 0; prev = &key) {
+		key = next;
+		err = cookie_set_add(set, key);
+	}
+	return err;
 }
 
 int loader_read_counters(const struct loader *l, uint64_t ret_totals[TCPTAP_CNT_MAX])
@@ -439,7 +499,7 @@ int loader_open(const struct loader_config *cfg, struct loader **ret_loader)
 	} else {
 		char reason[REASON_BYTES];
 
-		err = try_backend(cfg, cfg->backend, l, reason, sizeof(reason));
+		err = try_backend(cfg, cfg->backend, false, l, reason, sizeof(reason));
 		if (err < 0)
 			log_error("Backend '%s' unavailable: %s", backend_to_string(cfg->backend),
 				  reason);

@@ -273,26 +273,6 @@ static int compare_inode(const void *a, const void *b)
 	return (x->inode > y->inode) - (x->inode < y->inode);
 }
 
-static int compare_cookie(const void *a, const void *b)
-{
-	const struct seed_conn *x = a, *y = b;
-
-	return (x->ev.cookie > y->ev.cookie) - (x->ev.cookie < y->ev.cookie);
-}
-
-void seed_sort_by_cookie(struct seed_list *list)
-{
-	qsort(list->items, list->count, sizeof(*list->items), compare_cookie);
-}
-
-int seed_find_cookie(const struct seed_list *list, uint64_t cookie)
-{
-	struct seed_conn key = { .ev.cookie = cookie };
-
-	return bsearch(&key, list->items, list->count, sizeof(*list->items), compare_cookie) !=
-	       NULL;
-}
-
 /* Mount point of the cgroup v2 hierarchy: /sys/fs/cgroup on most systems,
  * /sys/fs/cgroup/unified in hybrid set-ups. "" if there is none. */
 static const char *cgroup2_mount(void)

@@ -40,11 +40,6 @@ int seed_dump_all(struct seed_list *list);
  * pid 0. Returns how many entries were attributed. */
 size_t seed_attribute(struct seed_list *list);
 
-/* After seed_sort_by_cookie(), seed_find_cookie() returns 1 if cookie is in
- * list and 0 if not. */
-void seed_sort_by_cookie(struct seed_list *list);
-int seed_find_cookie(const struct seed_list *list, uint64_t cookie);
-
 void seed_list_clear(struct seed_list *list);
 
 #endif /* TCPTAP_SEED_H */

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -878,22 +879,25 @@ void server_publish(struct server *s, const struct record *r)
 {
 	char buf[JSON_RECORD_MAX_BYTES];
 	struct client *c, *next;
-	int n;
+	int n = 0;
 
 	s->last_seq = r->seq;
 
-	n = json_encode_record(r, buf, sizeof(buf));
-	if (n < 0) {
-		server_log_encode_failure(s, r, n);
-		return;
-	}
-
+	/* Encoded once, for the first subscriber that takes the record, and
+	 * not at all when none does: encoding is most of what a record costs. */
 	for (c = s->clients; c; c = next) {
 		next = c->next;
 		if (c->state != CLIENT_STREAMING || c->command != REQUEST_SUBSCRIBE)
 			continue;
 		if (!record_filter_match(&c->filter, r))
 			continue;
+		if (n == 0) {
+			n = json_encode_record(r, buf, sizeof(buf));
+			if (n < 0) {
+				server_log_encode_failure(s, r, n);
+				return;
+			}
+		}
 		client_queue_live(c, buf, (size_t)n, r->seq);
 	}
 }
@@ -1124,6 +1128,42 @@ int server_new(sd_event *loop, int listen_fd, const struct server_config *cfg,
 fail:
 	server_free(s);
 	return r;
+}
+
+static uint64_t monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+void server_shutdown(struct server *s, uint64_t timeout_ms)
+{
+	uint64_t deadline = monotonic_ms() + timeout_ms;
+
+	sd_event_source_set_enabled(s->listen_source, SD_EVENT_OFF);
+	for (;;) {
+		struct pollfd fds[64];
+		nfds_t n = 0;
+		uint64_t now;
+		struct client *next;
+
+		for (struct client *c = s->clients; c; c = next) {
+			next = c->next;
+			c->blocked = false;
+			if (client_flush(c) < 0) {
+				client_free(c);
+				continue;
+			}
+			if (client_has_output(c) && n < sizeof(fds) / sizeof(fds[0]))
+				fds[n++] = (struct pollfd){ .fd = c->fd, .events = POLLOUT };
+		}
+		now = monotonic_ms();
+		if (n == 0 || now >= deadline)
+			break;
+		(void)poll(fds, n, (int)(deadline - now));
+	}
 }
 
 void server_free(struct server *s)

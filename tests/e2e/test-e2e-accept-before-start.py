@@ -4,11 +4,11 @@
 Usage: test-e2e-accept-before-start.py PATH-TO-TCPTAPD
 
 Before tcptapd starts, the test sets up:
-- a server blocked in accept(); a client connects after tcptapd is ready, and
-  the accept record must name the server's pid, tid and comm, never the
-  client's;
-- established connections, which must appear in the snapshot with their
-  owning processes, and whose later closes must carry that attribution;
+- a server blocked in accept(). A client connects after tcptapd is ready,
+  and the accept record must name the server's pid, tid and comm, never the
+  client's.
+- established connections. They must appear in the snapshot with their
+  owning processes, and their later closes must carry that attribution.
 - a connection waiting in a full accept queue, accepted after the start, and
   a connect() still in SYN-SENT behind it that completes after the start:
   the accept and connect records must name the accepting and the connecting
@@ -80,13 +80,12 @@ class BeforeStart:
 
 	def expect_seeded(self, label, agent, end, closing):
 		"""A connection end from before the start: a snapshot record naming
-		its owning process, then a close copying it. Which thread and
-		cgroup the snapshot names is the daemon's choice, so
-		check_lifecycles() compares those two with the snapshot instead."""
+		its owning process, then a close copying it. Which thread the
+		snapshot names is the daemon's choice, so check_lifecycles()
+		compares the tid with the snapshot instead."""
 		fields = tt.connection_fields("snapshot", agent, self.netns, end["local"], end["peer"],
 					      end["cookie"], end["tid"])
 		del fields["tid"]
-		fields.pop("cgroup", None)
 		self.snapshot_expects[end["cookie"]] = (label, dict(fields))
 		fields["type"] = "close"
 		self.expects.append(tt.Expect("%s: close" % label, fields,

@@ -33,8 +33,8 @@ class Scenarios:
 		self.client_pids = set()
 
 	def agent(self, comm, client):
-		"""Start an agent; clients run as nobody, servers as root, so uid
-		tells them apart too."""
+		"""Start an agent. Clients run as uid 65534 and servers as root, so
+		the uid tells them apart too."""
 		uid = tt.NOBODY_UID if client else None
 		agent = self.session.agent(self.netns, comm, uid=uid, cgroup=self.cgroup)
 		if client:
@@ -117,8 +117,8 @@ class Scenarios:
 
 	def closed_before_accept(self, label, suffix, reset):
 		"""The client closes (with a FIN, or with a RST if reset) while its
-		connection still waits in the accept queue; the server accepts it
-		afterwards. The accept record must still come first, attributed to
+		connection still waits in the accept queue, and the server accepts
+		it afterwards. The accept record must still come first, attributed to
 		the server. After a RST the connection is already closed when
 		accept() returns, so its close belongs to that same accept() call."""
 		tt.log("== %s" % label)
@@ -154,7 +154,7 @@ class Scenarios:
 			    conn["local"], acc["cookie"], acc["tid"], server_window)
 
 	def refused(self, label, suffix, family, loopback):
-		"""A blocking connect to a bound port nobody listens on gets a RST."""
+		"""A blocking connect to a bound port without a listener gets a RST."""
 		tt.log("== %s" % label)
 		client = self.agent("tt-ref" + suffix, client=True)
 		closed_port = client.call("bind", family=family, addr=loopback)

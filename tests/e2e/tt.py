@@ -221,17 +221,27 @@ class Agent:
 		self.proc.stdin.close()
 
 
+PIN_AND_EXEC = "import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])}); " \
+	"os.execv(sys.argv[2], sys.argv[2:])"
+
+
 class Daemon:
 	"""tcptapd in the foreground with the backend BACKEND, stderr kept in a file."""
 
-	def __init__(self, binary, workdir, label, args):
+	def __init__(self, binary, workdir, label, args, cpu=None):
 		self.label = label
 		self.socket_path = os.path.join(workdir, label + ".sock")
 		self.stderr_path = os.path.join(workdir, label + ".stderr")
 		self.argv = [binary, "--socket", self.socket_path, "--backend", BACKEND] + args
-		log("starting: %s" % " ".join(self.argv))
+		command = self.argv
+		if cpu is not None:
+			# Pin before exec, so that every thread of tcptapd inherits it;
+			# the pid stays the same.
+			command = [PYTHON, "-c", PIN_AND_EXEC, str(cpu)] + self.argv
+		log("starting%s: %s" % ("" if cpu is None else " on cpu %d" % cpu,
+					" ".join(self.argv)))
 		with open(self.stderr_path, "w") as stderr_file:
-			self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
+			self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL,
 						     stdout=stderr_file, stderr=stderr_file)
 		self.pid = self.proc.pid
 		self.exit_status = None
@@ -264,8 +274,8 @@ class Daemon:
 			probe.close()
 
 	def wait_ready(self, request):
-		"""Poll until the socket answers request with a hello. Stop the test
-		with FATAL if tcptapd exits or stays silent for READY_TIMEOUT_S."""
+		"""Poll until the socket replies to request with a hello. Stop the
+		test with FATAL if tcptapd exits or sends nothing for READY_TIMEOUT_S."""
 		deadline = time.monotonic() + READY_TIMEOUT_S
 		while True:
 			status = self.proc.poll()
@@ -497,7 +507,7 @@ def keys_present(records, expects):
 
 def check_expected(checker, records, expects):
 	"""Match every expectation to exactly one received record by (type,
-	cookie) and fail on every event record nobody expected."""
+	cookie), and fail on every event record that no expectation matches."""
 	by_key = {}
 	for record in event_records(records):
 		by_key.setdefault((record["type"], record.get("cookie")), []).append(record)
@@ -590,6 +600,7 @@ def check_stream(checker, subscriber, netns, allow_late=False):
 	either; with it, every ts inversion must carry late."""
 	records = subscriber.records()
 	checker.equal("protocol problems on the subscriber's stream", [], subscriber.problems)
+
 	foreign = [r for r in event_records(records) if r.get("netns") != netns.inode]
 	checker.equal("records outside netns %d despite the netns filter" % netns.inode, [],
 		      foreign[:5])
@@ -604,6 +615,7 @@ def check_stream(checker, subscriber, netns, allow_late=False):
 		checker.check(records[0]["seq"] > subscriber.snapshot_end.get("seq", -1),
 			      "first live seq above snapshot_end's seq",
 			      "> %s" % subscriber.snapshot_end.get("seq"), records[0]["seq"])
+
 	seq_problems, inversions = order_problems(records)
 	checker.equal("records whose seq is not above the previous record's", [],
 		      [(r, last) for r, last in seq_problems[:5]])
@@ -725,11 +737,11 @@ class Session:
 		self.cleanups.append(("process pid %d" % proc.pid, stop))
 		return proc
 
-	def start_daemon(self, binary, netns, args=(), label=None):
-		"""Start tcptapd and wait until it answers a subscription filtered
-		to netns with a hello."""
+	def start_daemon(self, binary, netns, args=(), label=None, cpu=None):
+		"""Start tcptapd, pinned to cpu if given, and wait until it replies
+		to a subscription filtered to netns with a hello."""
 		label = label or "tcptapd-%d" % (len(self.daemons) + 1)
-		daemon = Daemon(binary, self.workdir, label, list(args))
+		daemon = Daemon(binary, self.workdir, label, list(args), cpu)
 		self.daemons.append(daemon)
 		self.cleanups.append(("tcptapd " + label, daemon.stop))
 		daemon.wait_ready(subscribe_request(netns))
