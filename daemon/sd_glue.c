@@ -31,18 +31,66 @@ static int make_parent_dir(const char *path)
 	return 0;
 }
 
+static int fill_address(const char *path, struct sockaddr_un *addr)
+{
+	*addr = (struct sockaddr_un){ .sun_family = AF_UNIX };
+	if (path[0] == '\0') {
+		log_error("Failed to listen: the socket path is empty");
+		return -EINVAL;
+	}
+	if (strlen(path) >= sizeof(addr->sun_path)) {
+		log_error("Failed to listen on '%s': path longer than %zu bytes", path,
+			  sizeof(addr->sun_path) - 1);
+		return -ENAMETOOLONG;
+	}
+	memcpy(addr->sun_path, path, strlen(path) + 1);
+	return 0;
+}
+
+int sd_glue_check_socket_path(const char *path)
+{
+	struct sockaddr_un addr;
+	struct stat st;
+	int fd, err;
+
+	err = fill_address(path, &addr);
+	if (err < 0)
+		return err;
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISSOCK(st.st_mode)) {
+		log_error("Failed to listen on '%s': the file exists and is not a socket; remove "
+			  "it or choose another --socket path", path);
+		return -EEXIST;
+	}
+
+	/* A socket that accepts connections belongs to a running daemon; one
+	 * that refuses them was left by a daemon that was killed. */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	err = connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ? -errno : 0;
+	close(fd);
+	if (err == 0) {
+		log_error("Failed to listen on '%s': another daemon is listening there; stop it "
+			  "or choose another --socket path", path);
+		return -EADDRINUSE;
+	}
+	return 0;
+}
+
 static int create_socket(const char *path, const char *group_name)
 {
-	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	struct sockaddr_un addr;
 	struct group *grp;
 	int fd, err;
 
-	if (strlen(path) >= sizeof(addr.sun_path)) {
-		log_error("Failed to listen on '%s': path longer than %zu bytes", path,
-			  sizeof(addr.sun_path) - 1);
-		return -ENAMETOOLONG;
-	}
-	memcpy(addr.sun_path, path, strlen(path) + 1);
+	err = sd_glue_check_socket_path(path);
+	if (err < 0)
+		return err;
+	err = fill_address(path, &addr);
+	if (err < 0)
+		return err;
 
 	err = make_parent_dir(path);
 	if (err < 0) {
@@ -54,8 +102,8 @@ static int create_socket(const char *path, const char *group_name)
 	if (fd < 0)
 		return -errno;
 
-	/* A socket file left by a previous run that was killed is stale: the
-	 * bind below would fail with EADDRINUSE on it. */
+	/* sd_glue_check_socket_path() found no file or a stale socket there,
+	 * which would make the bind below fail with EADDRINUSE. */
 	if (unlink(path) < 0 && errno != ENOENT) {
 		err = -errno;
 		log_error("Failed to remove stale socket '%s': %s", path, strerror(errno));

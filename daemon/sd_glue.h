@@ -14,6 +14,11 @@
  * group_name. *ret_activated tells which of the two happened. */
 int sd_glue_listen(const char *path, const char *group_name, int *ret_fd, bool *ret_activated);
 
+/* Check that path can be used for the listening socket: nothing is there,
+ * or a stale socket no daemon listens on. Logs why not and returns -EEXIST
+ * for another kind of file, -EADDRINUSE for a live socket. */
+int sd_glue_check_socket_path(const char *path);
+
 void sd_glue_notify_ready(const char *status);
 void sd_glue_notify_status(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void sd_glue_notify_stopping(void);

@@ -17,6 +17,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <json-c/json.h>
+#include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
 
 #include "caps.h"
@@ -1243,6 +1244,13 @@ static int run(int argc, char **argv)
 	d.online = calloc(d.ncpus, sizeof(*d.online));
 	if (!d.online)
 		return -ENOMEM;
+
+	/* Fail before loading anything if the socket path is unusable. */
+	if (sd_listen_fds(0) <= 0) {
+		err = sd_glue_check_socket_path(d.opt.socket_path);
+		if (err < 0)
+			goto out;
+	}
 
 	err = setup_loop(&d);
 	if (err < 0) {

@@ -14,15 +14,24 @@ log=$(mktemp /tmp/tcptapd.XXXXXX.log)
 daemon=$!
 trap 'kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null; echo "tcptapd log: $log" >&2' EXIT
 
-# The daemon listens once its programs are attached.
-for _ in $(seq 1 100); do
-	[ -S "$socket" ] && break
+# The daemon serves once its programs are attached and the table is seeded;
+# a socket file alone may be a stale one that the daemon is about to replace.
+ready=false
+for _ in $(seq 1 200); do
+	if ./build/cmd/tcptap stats --socket "$socket" >/dev/null 2>&1; then
+		ready=true
+		break
+	fi
 	if ! kill -0 "$daemon" 2>/dev/null; then
-		echo "tcptapd exited during start-up:" >&2
-		cat "$log" >&2
-		exit 1
+		break
 	fi
 	sleep 0.1
 done
+if [ "$ready" != true ]; then
+	echo "tcptapd did not start:" >&2
+	cat "$log" >&2
+	exit 1
+fi
+echo "tcptapd log: $log" >&2
 sed 's/^<[0-9]>//' "$log" >&2
 ./build/cmd/tcptap watch --socket "$socket"

@@ -29,7 +29,7 @@ run_suites build main --suite unit --suite kernel
 /usr/bin/python3 - build/meson-logs/main.json <<'PY' || status=1
 import json, sys
 core = {"e2e-connections", "e2e-accept-before-start", "e2e-stall", "e2e-migrate",
-        "e2e-startup", "e2e-resume", "e2e-clients", "e2e-dump-stats", "e2e-lost", "service"}
+        "e2e-startup", "e2e-resume", "e2e-clients", "e2e-dump-stats", "e2e-lost", "service", "socket-path"}
 ran, skipped = set(), []
 for line in open(sys.argv[1]):
     t = json.loads(line)
