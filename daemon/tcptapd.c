@@ -1230,6 +1230,8 @@ static int run(int argc, char **argv)
 	if (err <= 0)
 		return err;
 	log_set_max_level(d.opt.log_level);
+	/* "<N>" prefixes are for journald; on a terminal they are noise. */
+	log_set_prefix(!isatty(STDERR_FILENO) || getenv("JOURNAL_STREAM"));
 	d.started_ns = now_ns();
 	d.last_summary_ns = d.started_ns;
 	read_boot_id(d.boot_id, sizeof(d.boot_id));
