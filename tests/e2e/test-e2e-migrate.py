@@ -61,15 +61,7 @@ def main(session, daemon_path, cpus):
 
 	open_cookies = tt.check_lifecycles(checker, records)
 	checker.equal("connections left open", set(), open_cookies)
-	seen = {}
-	for record in tt.event_records(records):
-		seen.setdefault(record.get("cookie"), []).append(record["type"])
-	wrong = []
-	for client, server in conns:
-		if seen.get(client) != ["connect", "close"]:
-			wrong.append({"cookie": client, "records": seen.get(client)})
-		if seen.get(server) != ["accept", "close"]:
-			wrong.append({"cookie": server, "records": seen.get(server)})
+	wrong = tt.connections_not_paired(records, conns)
 	checker.equal("connections not reported as introduction then close (first 10)", [],
 		      wrong[:10])
 	checker.equal("connections not reported as introduction then close", 0, len(wrong))

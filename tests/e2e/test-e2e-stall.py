@@ -72,15 +72,7 @@ def wait_all(subscriber, count):
 
 def check_cookies(checker, records, conns, label):
 	"""Every connection's four records arrived, in per-connection order."""
-	seen = {}
-	for record in tt.event_records(records):
-		seen.setdefault(record.get("cookie"), []).append(record["type"])
-	missing = []
-	for client, server in conns:
-		if seen.get(client) != ["connect", "close"]:
-			missing.append((client, seen.get(client)))
-		if seen.get(server) != ["accept", "close"]:
-			missing.append((server, seen.get(server)))
+	missing = tt.connections_not_paired(records, conns)
 	checker.equal("%s: connections without their introduction then close" % label, [],
 		      missing[:10])
 

@@ -535,6 +535,32 @@ def resolve_synthetic_cookies(checker, records, expects):
 	return resolved
 
 
+def connections_not_paired(records, conns):
+	"""Return the connection ends (cookie, their record types) whose records
+	are not exactly an introduction then a close; conns holds (client cookie,
+	server cookie) pairs as SO_COOKIE read them. Records with synthetic
+	cookies (kprobe backend) cannot be tied to SO_COOKIE values, so they are
+	checked by shape: one [connect, close] and one [accept, close] group per
+	connection."""
+	seen = {}
+	for record in event_records(records):
+		seen.setdefault(record.get("cookie"), []).append(record["type"])
+	if any(isinstance(c, int) and c & SYNTHETIC_COOKIE_BIT for c in seen):
+		groups = sorted(tuple(types) for types in seen.values())
+		expected = sorted([("connect", "close")] * len(conns) + [("accept", "close")] * len(conns))
+		wrong = [g for g in groups if g not in (("connect", "close"), ("accept", "close"))]
+		if groups != expected:
+			wrong.append(("record groups", len(groups), "expected", len(expected)))
+		return wrong
+	wrong = []
+	for client, server in conns:
+		if seen.get(client) != ["connect", "close"]:
+			wrong.append((client, seen.get(client)))
+		if seen.get(server) != ["accept", "close"]:
+			wrong.append((server, seen.get(server)))
+	return wrong
+
+
 def check_expected(checker, records, expects):
 	"""Match every expectation to exactly one received record by (type,
 	cookie), and fail on every event record that no expectation matches."""
