@@ -30,21 +30,6 @@ enum {
 	TCP_CLOSE_WAIT = 8,
 };
 
-/* Life of a socket in the conns map, keyed by its struct sock address. */
-enum conn_phase {
-	PHASE_CONNECTING = 1,		/* SYN sent; owner is the connecting thread */
-	PHASE_PENDING_ACCEPT = 2,	/* passive open established, accept() not returned yet */
-	PHASE_LIVE = 3,			/* introduced by a connect or accept record */
-	PHASE_CLOSED_UNACCEPTED = 4,	/* closed while waiting in the accept queue */
-};
-
-struct conn_state {
-	struct tcptap_owner owner;
-	__u64 cookie;
-	__u32 phase;
-	__u32 pad;
-};
-
 /* Test-only knobs, set by tcptapd before load. With test_stall_ns == 0 (the
  * default) the verifier removes the stall code as dead. */
 const volatile __u64 test_stall_ns = 0;
@@ -81,8 +66,9 @@ struct {
 	__type(value, struct conn_state);
 } conns SEC(".maps");
 
-/* Connections found by the start-up dump, keyed by socket cookie and written
- * by tcptapd, so their close is reported with the dumped owner. */
+/* Sockets found by the start-up dump, keyed by socket cookie and written by
+ * tcptapd: established ones, so their close is reported with the dumped
+ * owner, and connecting ones, so their connect is attributed. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
@@ -268,6 +254,7 @@ static __always_inline void on_connecting(struct sock *sk)
 static __always_inline void on_connect_done(void *ctx, struct sock *sk, bool btf_sk,
 					    bool established, __u64 cookie)
 {
+	struct tcptap_owner owner = {};
 	struct tcptap_event ev = {};
 	struct conn_state *state;
 	__u64 key = (__u64)sk;
@@ -279,15 +266,25 @@ static __always_inline void on_connect_done(void *ctx, struct sock *sk, bool btf
 
 	state = bpf_map_lookup_elem(&conns, &key);
 	if (state && state->phase == PHASE_CONNECTING) {
-		set_owner(&ev, &state->owner);
+		owner = state->owner;
 	} else {
 		/* connect() was called before the programs were attached: the
-		 * current context is not necessarily the connecting process. */
-		count(TCPTAP_CNT_UNATTRIBUTED);
+		 * current context is not necessarily the connecting process,
+		 * but the start-up dump registered the socket's owner if it
+		 * was still connecting then. */
+		struct tcptap_owner *seed = bpf_map_lookup_elem(&seeded, &cookie);
+
+		if (seed) {
+			owner = *seed;
+			bpf_map_delete_elem(&seeded, &cookie);
+		} else {
+			count(TCPTAP_CNT_UNATTRIBUTED);
+		}
 	}
+	set_owner(&ev, &owner);
 
 	if (established) {
-		if (state) {
+		if (state && state->phase == PHASE_CONNECTING) {
 			/* In place: the owner is already there, and replacing
 			 * the element would take the bucket lock and a free
 			 * element. Transitions of one socket are serialized by
@@ -295,7 +292,8 @@ static __always_inline void on_connect_done(void *ctx, struct sock *sk, bool btf
 			state->cookie = cookie;
 			state->phase = PHASE_LIVE;
 		} else {
-			struct conn_state live = { .phase = PHASE_LIVE, .cookie = cookie };
+			struct conn_state live = { .owner = owner, .phase = PHASE_LIVE,
+						   .cookie = cookie };
 
 			if (bpf_map_update_elem(&conns, &key, &live, BPF_ANY))
 				count(TCPTAP_CNT_OWNER_MAP_FULL);

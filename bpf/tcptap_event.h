@@ -78,4 +78,20 @@ struct tcptap_owner {
 	char comm[TCPTAP_COMM_LEN];
 };
 
+/* Life of a socket in the BPF side's conns map, keyed by its struct sock
+ * address. tcptapd reads the map to find connections whose close was lost. */
+enum tcptap_conn_phase {
+	PHASE_CONNECTING = 1,		/* SYN sent; owner is the connecting thread */
+	PHASE_PENDING_ACCEPT = 2,	/* passive open established, accept() not returned yet */
+	PHASE_LIVE = 3,			/* introduced by a connect or accept record */
+	PHASE_CLOSED_UNACCEPTED = 4,	/* closed while waiting in the accept queue */
+};
+
+struct conn_state {
+	struct tcptap_owner owner;
+	__u64 cookie;
+	__u32 phase;			/* enum tcptap_conn_phase */
+	__u32 pad;
+};
+
 #endif /* TCPTAP_EVENT_H */

@@ -1043,9 +1043,16 @@ static int watch_report_lost(struct session *s, struct json_object *record)
 	int64_t cpu, count, ts_ns;
 	char time_buf[32];
 
-	if (json_get_int(record, "cpu", 0, INT64_MAX, &cpu) < 0 ||
-	    json_get_int(record, "count", 0, INT64_MAX, &count) < 0)
-		return session_protocol_error(s, "lost record without integer 'cpu' and 'count'");
+	if (json_get_int(record, "count", 0, INT64_MAX, &count) < 0)
+		return session_protocol_error(s, "lost record without integer 'count'");
+	if (json_get_int(record, "cpu", 0, INT64_MAX, &cpu) < 0) {
+		/* "reason": "nested": the kernel skipped program runs on an
+		 * unknown CPU. */
+		(void) fflush(stdout);
+		fprintf(stderr, "tcptap: %" PRId64 " events lost: the kernel skipped tracing "
+			"programs that would have run nested on a busy CPU\n", count);
+		return 0;
+	}
 
 	if (json_get_int(record, "ts_ns", 0, INT64_MAX, &ts_ns) < 0)
 		snprintf(time_buf, sizeof(time_buf), "an unknown time");

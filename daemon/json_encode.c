@@ -366,8 +366,12 @@ int json_encode_record(const struct record *r, char *buf, size_t size)
 	writer_put(&w, "\"", 1);
 
 	if (r->ev.type == RECORD_LOST) {
-		writer_put_str(&w, ",\"cpu\":");
-		writer_put_u64(&w, r->ev.cpu);
+		if (r->lost_reason == RECORD_LOST_NESTED) {
+			writer_put_str(&w, ",\"reason\":\"nested\"");
+		} else {
+			writer_put_str(&w, ",\"reason\":\"ring_full\",\"cpu\":");
+			writer_put_u64(&w, r->ev.cpu);
+		}
 		writer_put_str(&w, ",\"count\":");
 		writer_put_u64(&w, r->lost_count);
 	} else {
@@ -378,6 +382,8 @@ int json_encode_record(const struct record *r, char *buf, size_t size)
 			writer_put_str(&w, ",\"error\":");
 			writer_put_error(&w, r->ev.error);
 		}
+		if (r->ev.type == TCPTAP_EV_CLOSE && r->inferred)
+			writer_put_str(&w, ",\"inferred\":true");
 	}
 
 	if (r->late)

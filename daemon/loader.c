@@ -11,6 +11,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "caps.h"
 #include "loader.h"
 #include "log.h"
 #include "tcptap.skel.h"
@@ -128,6 +129,20 @@ static bool path_exists(const char *path)
 	return access(path, F_OK) == 0;
 }
 
+/* Whether CAP_BPF and CAP_PERFMON are effective, or CAP_SYS_ADMIN, which
+ * passes the same checks. uid 0 alone proves nothing: a service manager can
+ * start root with a reduced bounding set. */
+static bool has_load_capabilities(void)
+{
+	const uint64_t load_caps = CAPS_BIT(CAP_PERFMON) | CAPS_BIT(CAP_BPF);
+	struct caps_state cur;
+
+	if (caps_get(&cur) < 0)
+		return geteuid() == 0;
+	return (cur.effective & load_caps) == load_caps ||
+	       (cur.effective & CAPS_BIT(CAP_SYS_ADMIN));
+}
+
 /* One line an operator can act on, for a backend that failed with err. */
 static void explain_failure(enum backend b, const char *step, const char *prog, int err,
 			    char *reason, size_t size)
@@ -143,8 +158,9 @@ static void explain_failure(enum backend b, const char *step, const char *prog, 
 		 !path_exists("/sys/kernel/tracing/events") &&
 		 !path_exists("/sys/kernel/debug/tracing/events"))
 		hint = "; tracefs is not mounted: mount -t tracefs tracefs /sys/kernel/tracing";
-	else if ((err == EPERM || err == EACCES) && geteuid() != 0)
-		hint = "; run as root or with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN";
+	else if ((err == EPERM || err == EACCES) && !has_load_capabilities())
+		hint = "; loading needs CAP_BPF and CAP_PERFMON: run as root or through "
+		       "tcptapd.service";
 	else if (err == EPERM || err == EACCES)
 		hint = "; the kernel refuses this program type even to root (lockdown, a "
 		       "security module or missing BPF trampoline support)";
@@ -165,12 +181,36 @@ static void detach_events(struct loader *l)
 
 /* Open, load and attach backend b into l. On failure l holds nothing and
  * reason says why. */
-static int try_backend(const struct loader_config *cfg, enum backend b, struct loader *l,
-		       char *reason, size_t size)
+/* Attach the event programs of l's backend. On failure nothing stays
+ * attached and reason says why. */
+static int attach_events(struct loader *l, char *reason, size_t size)
 {
 	struct bpf_program *const *progs;
-	struct tcptap_bpf *skel;
 	size_t n;
+
+	progs = backend_programs(l->skel, l->backend, &n);
+	for (size_t i = 0; i < n; i++) {
+		struct bpf_link *link = bpf_program__attach(progs[i]);
+
+		if (!link) {
+			int err = errno;
+
+			explain_failure(l->backend, "attach", bpf_program__name(progs[i]), err,
+					reason, size);
+			detach_events(l);
+			return -err;
+		}
+		l->links[l->nlinks++] = link;
+	}
+	return 0;
+}
+
+/* Open and load backend b into l, and attach its event programs if attach is
+ * set. On failure l holds nothing and reason says why. */
+static int try_backend(const struct loader_config *cfg, enum backend b, bool attach,
+		       struct loader *l, char *reason, size_t size)
+{
+	struct tcptap_bpf *skel;
 	int err;
 
 	skel = tcptap_bpf__open();
@@ -201,23 +241,15 @@ static int try_backend(const struct loader_config *cfg, enum backend b, struct l
 	}
 
 	l->skel = skel;
-	progs = backend_programs(skel, b, &n);
-	for (size_t i = 0; i < n; i++) {
-		struct bpf_link *link = bpf_program__attach(progs[i]);
-
-		if (!link) {
-			err = errno;
-			explain_failure(b, "attach", bpf_program__name(progs[i]), err, reason,
-					size);
-			detach_events(l);
-			tcptap_bpf__destroy(skel);
-			l->skel = NULL;
-			return -err;
-		}
-		l->links[l->nlinks++] = link;
-	}
 	l->backend = b;
-	return 0;
+	if (!attach)
+		return 0;
+	err = attach_events(l, reason, size);
+	if (err < 0) {
+		tcptap_bpf__destroy(skel);
+		l->skel = NULL;
+	}
+	return err;
 }
 
 static void release_backend(struct loader *l)
@@ -227,35 +259,32 @@ static void release_backend(struct loader *l)
 	l->skel = NULL;
 }
 
+/*
+ * Probe every backend by loading and attaching it, then load the preferred
+ * one that worked again, without attaching: tcptapd opens the perf rings
+ * before loader_attach(), so no record is written before a ring exists.
+ */
 static int choose_backend(const struct loader_config *cfg, struct loader *l)
 {
 	char reasons[3][REASON_BYTES] = { "", "", "" };
 	enum backend chosen = BACKEND_AUTO;
-	int first_err = 0;
+	int first_err = 0, err;
 
 	for (size_t i = 0; i < 3; i++) {
-		enum backend b = auto_order[i];
-		int err;
+		struct loader probe = { 0 };
 
-		if (chosen == BACKEND_AUTO) {
-			err = try_backend(cfg, b, l, reasons[i], REASON_BYTES);
-			if (err == 0)
-				chosen = b;
-			else if (!first_err)
+		err = try_backend(cfg, auto_order[i], true, &probe, reasons[i], REASON_BYTES);
+		if (err < 0) {
+			if (!first_err)
 				first_err = err;
 			continue;
 		}
-
-		/* Probe the less preferred ones too, so the log says whether
-		 * they would have worked. */
-		struct loader probe = { 0 };
-
-		err = try_backend(cfg, b, &probe, reasons[i], REASON_BYTES);
-		if (err == 0) {
+		release_backend(&probe);
+		if (chosen == BACKEND_AUTO)
+			chosen = auto_order[i];
+		else
 			snprintf(reasons[i], REASON_BYTES, "works, but %s is preferred",
 				 backend_to_string(chosen));
-			release_backend(&probe);
-		}
 	}
 
 	for (size_t i = 0; i < 3; i++) {
@@ -268,8 +297,26 @@ static int choose_backend(const struct loader_config *cfg, struct loader *l)
 		log_error("Failed to find a working backend; see the reasons above");
 		return first_err;
 	}
+
+	err = try_backend(cfg, chosen, false, l, reasons[0], REASON_BYTES);
+	if (err < 0) {
+		log_error("Failed to load backend '%s' after probing it: %s",
+			  backend_to_string(chosen), reasons[0]);
+		return err;
+	}
 	log_notice("Using backend '%s' (--backend auto)", backend_to_string(chosen));
 	return 0;
+}
+
+int loader_attach(struct loader *l)
+{
+	char reason[REASON_BYTES];
+	int err;
+
+	err = attach_events(l, reason, sizeof(reason));
+	if (err < 0)
+		log_error("Backend '%s' unavailable: %s", backend_to_string(l->backend), reason);
+	return err;
 }
 
 static int perf_event_open_cpu_clock(unsigned int cpu, uint64_t period_ns)
@@ -334,6 +381,35 @@ int loader_sync_now(struct loader *l, unsigned int cpu)
 	return err < 0 ? -errno : 0;
 }
 
+int loader_tracked_cookies(const struct loader *l, struct cookie_set *set)
+{
+	int conns_fd = bpf_map__fd(l->skel->maps.conns);
+	int seeded_fd = bpf_map__fd(l->skel->maps.seeded);
+	size_t steps = 0, max_steps = 2 * (size_t)bpf_map__max_entries(l->skel->maps.conns);
+	uint64_t key, next;
+	void *prev;
+	int err = 0;
+
+	/* Entries can vanish while the maps are walked; a key that is gone
+	 * makes bpf_map_get_next_key() restart from the first key, so some
+	 * entries may be visited twice, and the walk is bounded. */
+	for (prev = NULL; err == 0 && steps++ < max_steps &&
+	     bpf_map_get_next_key(conns_fd, prev, &next) == 0; prev = &key) {
+		struct conn_state state;
+
+		key = next;
+		if (bpf_map_lookup_elem(conns_fd, &key, &state) == 0 && state.phase == PHASE_LIVE)
+			err = cookie_set_add(set, state.cookie);
+	}
+	steps = 0;
+	for (prev = NULL; err == 0 && steps++ < max_steps &&
+	     bpf_map_get_next_key(seeded_fd, prev, &next) == 0; prev = &key) {
+		key = next;
+		err = cookie_set_add(set, key);
+	}
+	return err;
+}
+
 int loader_read_counters(const struct loader *l, uint64_t ret_totals[TCPTAP_CNT_MAX])
 {
 	int fd = bpf_map__fd(l->skel->maps.counters);
@@ -360,24 +436,20 @@ int loader_read_counters(const struct loader *l, uint64_t ret_totals[TCPTAP_CNT_
 
 uint64_t loader_recursion_misses(const struct loader *l)
 {
+	struct bpf_program *const *progs;
 	uint64_t total = 0;
+	size_t n;
 
-	for (size_t i = 0; i < l->nlinks; i++) {
+	/* The programs' own descriptors, not BPF_PROG_GET_FD_BY_ID on the
+	 * links' program ids: that command needs CAP_SYS_ADMIN, which tcptapd
+	 * drops after start-up. */
+	progs = backend_programs(l->skel, l->backend, &n);
+	for (size_t i = 0; i < n; i++) {
 		struct bpf_prog_info info = { 0 };
 		__u32 len = sizeof(info);
-		int fd = bpf_link__fd(l->links[i]);
-		struct bpf_link_info link_info = { 0 };
-		__u32 link_len = sizeof(link_info);
-		int prog_fd;
 
-		if (bpf_obj_get_info_by_fd(fd, &link_info, &link_len) < 0)
-			continue;
-		prog_fd = bpf_prog_get_fd_by_id(link_info.prog_id);
-		if (prog_fd < 0)
-			continue;
-		if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) == 0)
+		if (bpf_obj_get_info_by_fd(bpf_program__fd(progs[i]), &info, &len) == 0)
 			total += info.recursion_misses;
-		close(prog_fd);
 	}
 	return total;
 }
@@ -427,7 +499,7 @@ int loader_open(const struct loader_config *cfg, struct loader **ret_loader)
 	} else {
 		char reason[REASON_BYTES];
 
-		err = try_backend(cfg, cfg->backend, l, reason, sizeof(reason));
+		err = try_backend(cfg, cfg->backend, false, l, reason, sizeof(reason));
 		if (err < 0)
 			log_error("Backend '%s' unavailable: %s", backend_to_string(cfg->backend),
 				  reason);

@@ -8,6 +8,7 @@
 #include <linux/types.h>
 
 #include "../bpf/tcptap_event.h"
+#include "cookie_set.h"
 
 /* Opens, configures, loads and attaches the BPF programs of one backend, and
  * owns the per-CPU sync perf events. */
@@ -34,9 +35,12 @@ struct loader;
 int backend_from_string(const char *s, enum backend *ret_backend);
 const char *backend_to_string(enum backend b);
 
-/* Choose, load and attach. With BACKEND_AUTO every backend is probed and the
+/* Choose and load a backend. With BACKEND_AUTO every backend is probed and the
  * reasons for each verdict are logged at notice level. */
 int loader_open(const struct loader_config *cfg, struct loader **ret_loader);
+
+/* Attach the event programs of the loaded backend. */
+int loader_attach(struct loader *l);
 void loader_free(struct loader *l);
 
 enum backend loader_backend(const struct loader *l);
@@ -49,6 +53,10 @@ void loader_detach_sync(struct loader *l, unsigned int cpu);
 
 /* Write a sync record into cpu's ring now (BPF_PROG_TEST_RUN on that CPU). */
 int loader_sync_now(struct loader *l, unsigned int cpu);
+
+/* Add to set the cookies of every connection the BPF side still tracks as
+ * introduced: live in its conns map, or registered by the start-up dump. */
+int loader_tracked_cookies(const struct loader *l, struct cookie_set *set);
 
 /* Sum over CPUs of the BPF side's counters (enum tcptap_bpf_counter). */
 int loader_read_counters(const struct loader *l, uint64_t ret_totals[TCPTAP_CNT_MAX]);

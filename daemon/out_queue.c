@@ -61,9 +61,11 @@ static struct seq_mark *out_queue_mark(const struct out_queue *q, size_t i)
 static int out_queue_add_mark(struct out_queue *q, uint64_t end, uint64_t seq)
 {
 	if (q->marks_count == q->marks_capacity) {
-		size_t capacity = q->marks_capacity ? q->marks_capacity * 2 : OUT_QUEUE_INITIAL_MARKS;
+		size_t capacity = q->marks_capacity * 2;
 		struct seq_mark *marks;
 
+		if (capacity == 0)
+			capacity = OUT_QUEUE_INITIAL_MARKS;
 		marks = malloc(capacity * sizeof(*marks));
 		if (!marks)
 			return -ENOMEM;

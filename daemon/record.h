@@ -13,6 +13,16 @@ enum record_kind {
 	RECORD_LOST = 100,	/* the kernel dropped samples on one CPU's ring */
 };
 
+/* Why a RECORD_LOST record was published. */
+enum record_lost_reason {
+	/* The kernel dropped samples because ev.cpu's perf ring was full. */
+	RECORD_LOST_RING_FULL = 0,
+	/* The kernel skipped event program runs that would have nested inside
+	 * a run of the same program on one CPU (bpf_prog_info.recursion_misses);
+	 * which CPU is not known. */
+	RECORD_LOST_NESTED = 1,
+};
+
 /* How a connection entered the table. */
 enum record_origin {
 	RECORD_ORIGIN_NONE = 0,
@@ -23,13 +33,15 @@ enum record_origin {
 
 /*
  * One entry of the merged stream. ev.type is an enum tcptap_event_type value
- * or RECORD_LOST; for RECORD_LOST, ev.cpu names the ring and lost_count the
- * number of samples the kernel dropped there.
+ * or RECORD_LOST; for RECORD_LOST, lost_count is the number of records lost,
+ * lost_reason says why and, for RECORD_LOST_RING_FULL, ev.cpu names the ring.
  */
 struct record {
 	uint64_t seq;		/* position in the merged stream; 0 until published */
 	uint64_t lost_count;	/* RECORD_LOST only */
 	bool late;		/* released behind already published records */
+	uint8_t lost_reason;	/* RECORD_LOST only: enum record_lost_reason */
+	bool inferred;		/* close only: not observed, inferred after lost records */
 	uint8_t origin;		/* enum record_origin, for table entries */
 	struct tcptap_event ev;
 };

@@ -137,6 +137,7 @@ static void fill_from_diag(struct seed_conn *c, const struct inet_diag_msg *msg,
 
 	memset(c, 0, sizeof(*c));
 	c->inode = msg->idiag_inode;
+	c->state = msg->idiag_state;
 	c->ev.netns = netns;
 	c->ev.uid = msg->idiag_uid;
 	c->ev.cookie = (uint64_t)id->idiag_cookie[0] | ((uint64_t)id->idiag_cookie[1] << 32);
@@ -176,7 +177,8 @@ static int diag_dump_family(int fd, uint8_t family, uint32_t netns, struct seed_
 		.req = {
 			.sdiag_family = family,
 			.sdiag_protocol = IPPROTO_TCP,
-			.idiag_states = (1u << TCP_ESTABLISHED) | (1u << TCP_CLOSE_WAIT),
+			.idiag_states = (1u << TCP_ESTABLISHED) | (1u << TCP_CLOSE_WAIT) |
+				(1u << TCP_SYN_SENT),
 		},
 	};
 	static char buf[DIAG_BUFFER_BYTES] __attribute__((aligned(NLMSG_ALIGNTO)));
@@ -271,12 +273,47 @@ static int compare_inode(const void *a, const void *b)
 	return (x->inode > y->inode) - (x->inode < y->inode);
 }
 
+/* Mount point of the cgroup v2 hierarchy: /sys/fs/cgroup on most systems,
+ * /sys/fs/cgroup/unified in hybrid set-ups. "" if there is none. */
+static const char *cgroup2_mount(void)
+{
+	static char mount[256];
+	static bool looked_up;
+	char line[1024];
+	FILE *f;
+
+	if (looked_up)
+		return mount;
+	looked_up = true;
+	f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return mount;
+	while (fgets(line, sizeof(line), f)) {
+		char point[256], fstype[64];
+		const char *sep = strstr(line, " - ");
+
+		/* Fields: id parent major:minor root mount-point ... - fstype ... */
+		if (!sep || sscanf(sep + 3, "%63s", fstype) != 1 || strcmp(fstype, "cgroup2") != 0)
+			continue;
+		if (sscanf(line, "%*s %*s %*s %*s %255s", point) == 1) {
+			snprintf(mount, sizeof(mount), "%s", point);
+			break;
+		}
+	}
+	fclose(f);
+	return mount;
+}
+
 /* cgroup v2 id of pid: the inode of its cgroup directory. */
 static uint64_t read_cgroup_id(const char *pid)
 {
-	char path[300], line[512], dir[600];
+	char path[300], line[512], dir[800];
+	const char *root = cgroup2_mount();
 	struct stat st;
 	FILE *f;
+
+	if (!root[0])
+		return 0;
 
 	snprintf(path, sizeof(path), "/proc/%s/cgroup", pid);
 	f = fopen(path, "re");
@@ -286,7 +323,7 @@ static uint64_t read_cgroup_id(const char *pid)
 		if (strncmp(line, "0::", 3) != 0)
 			continue;
 		line[strcspn(line, "\n")] = '\0';
-		snprintf(dir, sizeof(dir), "/sys/fs/cgroup%s", line + 3);
+		snprintf(dir, sizeof(dir), "%s%s", root, line + 3);
 		fclose(f);
 		return stat(dir, &st) == 0 ? (uint64_t)st.st_ino : 0;
 	}

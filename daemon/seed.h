@@ -18,6 +18,7 @@
 struct seed_conn {
 	struct tcptap_event ev;		/* family, addresses, ports, netns, cookie, uid */
 	uint32_t inode;			/* socket inode, for the owner lookup */
+	uint8_t state;			/* TCP_ESTABLISHED, TCP_CLOSE_WAIT or TCP_SYN_SENT */
 };
 
 struct seed_list {
@@ -28,9 +29,10 @@ struct seed_list {
 	unsigned int failed_namespaces;	/* namespaces that could not be entered or dumped */
 };
 
-/* Dump the ESTABLISHED and CLOSE_WAIT TCP sockets of every network namespace
- * that have a socket inode (accepted or connected; a connection still in an
- * accept queue is introduced by its accept record instead). */
+/* Dump the ESTABLISHED, CLOSE_WAIT and SYN_SENT TCP sockets of every network
+ * namespace that have a socket inode (accepted, connected or connecting; a
+ * connection still in an accept queue is introduced by its accept record
+ * instead). */
 int seed_dump_all(struct seed_list *list);
 
 /* Fill pid, tid, comm and cgroup of each entry from the process that holds its

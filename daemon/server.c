@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -204,7 +205,7 @@ static int client_on_close_grace(sd_event_source *source, uint64_t usec, void *u
 }
 
 /*
- * Stop accepting output and disconnect once the queues are sent. With grace
+ * Stop queueing new output and disconnect once the queues are sent. With grace
  * set, a client that does not read within SERVER_CLOSE_GRACE_USEC is cut off.
  * Without it, a dump or stats client may read as slowly as it likes.
  */
@@ -548,7 +549,12 @@ static void client_reject(struct client *c, const char *code, const char *messag
 	client_begin_close(c, true);
 }
 
-static char *server_encode_hello(const struct server *s, int resumed, const char *resume_error)
+/*
+ * Encode hello. position is the seq the client's stream continues after: the
+ * snapshot's seq, or resume_from when a resume was accepted.
+ */
+static char *server_encode_hello(const struct server *s, uint64_t position, int resumed,
+				 const char *resume_error)
 {
 	struct hello_info h = {
 		.protocol = SERVER_PROTOCOL_VERSION,
@@ -557,7 +563,7 @@ static char *server_encode_hello(const struct server *s, int resumed, const char
 		.ncpus = s->cfg.ncpus,
 		.boot_id = s->cfg.boot_id,
 		.run_id = s->cfg.run_id,
-		.snapshot_seq = s->last_seq,
+		.snapshot_seq = position,
 		.resumed = resumed,
 		.resume_error = resume_error,
 	};
@@ -573,7 +579,8 @@ static const char *server_check_resume(const struct server *s, const struct clie
 				       char *buf, size_t size)
 {
 	if (strcmp(req->run_id, s->cfg.run_id) != 0) {
-		snprintf(buf, size, "run_id does not match this daemon run, seq values restarted");
+		snprintf(buf, size, "run_id does not match this daemon run (the daemon restarted, "
+			 "or the run_id is wrong)");
 		return buf;
 	}
 	if (req->resume_from > s->last_seq) {
@@ -583,7 +590,7 @@ static const char *server_check_resume(const struct server *s, const struct clie
 	}
 	if (!history_covers(s->history, req->resume_from)) {
 		snprintf(buf, size,
-			 "seq %" PRIu64 " is no longer in the replay history, the oldest held is %"
+			 "seq %" PRIu64 " is no longer in the replay history, which starts at seq %"
 			 PRIu64, req->resume_from, history_oldest_seq(s->history));
 		return buf;
 	}
@@ -596,6 +603,7 @@ static int client_start_stream(struct client *c, const struct client_request *re
 	struct server *s = c->server;
 	const char *resume_error = NULL;
 	char reason[256];
+	uint64_t position;
 	int resumed = -1;
 	int r;
 
@@ -604,7 +612,8 @@ static int client_start_stream(struct client *c, const struct client_request *re
 		resumed = resume_error ? 0 : 1;
 	}
 
-	r = client_queue_front(c, server_encode_hello(s, resumed, resume_error));
+	position = resumed == 1 ? req->resume_from : s->last_seq;
+	r = client_queue_front(c, server_encode_hello(s, position, resumed, resume_error));
 	if (r < 0)
 		return r;
 
@@ -616,7 +625,8 @@ static int client_start_stream(struct client *c, const struct client_request *re
 		r = client_copy_snapshot(c);
 		log_debug("Client %u: %s with a snapshot of %zu connections at seq %" PRIu64 "%s%s",
 			  c->id, req->command == REQUEST_DUMP ? "dump" : "subscribed",
-			  c->prefix_count, c->snapshot_seq, resume_error ? ", resume rejected: " : "",
+			  c->prefix_count, c->snapshot_seq,
+			  resume_error ? ", resume rejected: " : "",
 			  resume_error ? resume_error : "");
 	}
 	if (r < 0)
@@ -631,7 +641,7 @@ static int client_send_stats(struct client *c)
 	struct server *s = c->server;
 	int r;
 
-	r = client_queue_front(c, server_encode_hello(s, -1, NULL));
+	r = client_queue_front(c, server_encode_hello(s, s->last_seq, -1, NULL));
 	if (r < 0)
 		return r;
 	r = client_queue_front(c, s->cfg.stats_json(s->cfg.userdata));
@@ -1118,6 +1128,68 @@ int server_new(sd_event *loop, int listen_fd, const struct server_config *cfg,
 fail:
 	server_free(s);
 	return r;
+}
+
+static uint64_t monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Send queued output until nothing is left or deadline_ms passes. */
+static void server_flush_until(struct server *s, uint64_t deadline_ms)
+{
+	for (;;) {
+		struct pollfd fds[64];
+		nfds_t n = 0;
+		uint64_t now;
+		struct client *next;
+
+		for (struct client *c = s->clients; c; c = next) {
+			next = c->next;
+			c->blocked = false;
+			if (client_flush(c) < 0) {
+				client_free(c);
+				continue;
+			}
+			if (client_has_output(c) && n < sizeof(fds) / sizeof(fds[0]))
+				fds[n++] = (struct pollfd){ .fd = c->fd, .events = POLLOUT };
+		}
+		now = monotonic_ms();
+		if (n == 0 || now >= deadline_ms)
+			break;
+		(void)poll(fds, n, (int)(deadline_ms - now));
+	}
+}
+
+/* Drop what a client has queued except the rest of the line it is in the
+ * middle of receiving. */
+static void client_trim_to_partial_line(struct client *c)
+{
+	c->prefix_active = false;
+	if (out_queue_unsent(&c->front) > 0) {
+		(void)out_queue_keep_partial_line(&c->front);
+		out_queue_clear(&c->live);
+	} else {
+		(void)out_queue_keep_partial_line(&c->live);
+	}
+}
+
+void server_shutdown(struct server *s, uint64_t timeout_ms)
+{
+	uint64_t start = monotonic_ms();
+
+	sd_event_source_set_enabled(s->listen_source, SD_EVENT_OFF);
+	server_flush_until(s, start + timeout_ms);
+
+	/* Clients that did not take everything in time still get the line
+	 * they are in the middle of, so none of them reads a torn line. */
+	for (struct client *c = s->clients; c; c = c->next)
+		if (client_has_output(c))
+			client_trim_to_partial_line(c);
+	server_flush_until(s, monotonic_ms() + timeout_ms / 2);
 }
 
 void server_free(struct server *s)

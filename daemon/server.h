@@ -45,6 +45,10 @@ struct server_stats {
  */
 int server_new(sd_event *loop, int listen_fd, const struct server_config *cfg,
 	       struct conn_table *table, struct history *history, struct server **ret_server);
+/* Stop accepting and send what the clients have queued, waiting at most
+ * timeout_ms for slow readers, so a clean stop does not cut a line in half
+ * for a client that keeps reading. */
+void server_shutdown(struct server *s, uint64_t timeout_ms);
 void server_free(struct server *s);
 
 /*

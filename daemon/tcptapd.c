@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <malloc.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +19,9 @@
 #include <json-c/json.h>
 #include <systemd/sd-event.h>
 
+#include "caps.h"
 #include "conn_table.h"
+#include "cookie_set.h"
 #include "history.h"
 #include "loader.h"
 #include "log.h"
@@ -38,11 +41,12 @@
 #define DEFAULT_CLIENT_QUEUE_BYTES (4 * 1024 * 1024)
 #define DEFAULT_MAX_CLIENTS 64
 #define REQUEST_WAIT_MS 100
+#define SHUTDOWN_FLUSH_MS 1000
 #define HOUSEKEEPING_INTERVAL_NS (1000ULL * 1000 * 1000)
 #define TICK_ACCURACY_USEC 1
 #define SUMMARY_INTERVAL_NS (300ULL * 1000 * 1000 * 1000)
 #define MAX_PENDING_RECORDS (1u << 20)
-#define SEED_FRONTIER_WAIT_NS (1000ULL * 1000 * 1000)
+#define FRONTIER_WAIT_NS (1000ULL * 1000 * 1000)
 #define NSEC_PER_MSEC UINT64_C(1000000)
 #define NSEC_PER_USEC UINT64_C(1000)
 
@@ -71,6 +75,7 @@ struct daemon_counters {
 	uint64_t late;
 	uint64_t dropped_duplicate;
 	uint64_t dropped_orphan;
+	uint64_t inferred_closes;
 };
 
 struct daemon {
@@ -80,6 +85,7 @@ struct daemon {
 	struct merger *merger;
 	struct ring_reader *reader;
 	sd_event_source *ring_source;
+	bool socket_created;		/* tcptapd bound the socket file itself */
 	struct conn_table *table;
 	struct history *history;
 	struct server *server;
@@ -90,6 +96,7 @@ struct daemon {
 	uint64_t last_summary_ns;
 	uint64_t last_misses;
 	uint64_t last_output_failed;
+	bool reconcile_due;		/* records were lost: look for stale table entries */
 	char boot_id[40];
 	char run_id[33];
 	struct daemon_counters counters;
@@ -308,6 +315,9 @@ static void note_published(struct daemon *d, const struct record *r)
 	if (r->ev.type == RECORD_LOST) {
 		d->counters.lost_records++;
 		d->counters.lost_samples += r->lost_count;
+		d->reconcile_due = true;
+		if (r->lost_reason == RECORD_LOST_NESTED)
+			return;	/* check_kernel_counters() logs these */
 		now = now_ns();
 		if (ratelimit_allow(&d->lost_rl, now, &suppressed))
 			log_warning("Lost %" PRIu64 " samples on cpu %u: its perf ring was full "
@@ -540,6 +550,123 @@ static void update_online_cpus(struct daemon *d)
 		reopen_rings(d);
 }
 
+/* Drain until every online CPU proved its frontier past t_ns, so every
+ * record of an event program that started before t_ns is held by the merger
+ * or released. Gives up after FRONTIER_WAIT_NS and returns false then. */
+static bool wait_for_frontiers(struct daemon *d, uint64_t t_ns)
+{
+	uint64_t deadline = now_ns() + FRONTIER_WAIT_NS;
+
+	for (;;) {
+		bool behind = false;
+		uint64_t now = now_ns();
+
+		for (unsigned int cpu = 0; cpu < d->ncpus; cpu++)
+			if (d->online[cpu])
+				(void)loader_sync_now(d->loader, cpu);
+		(void)ring_reader_drain(d->reader);
+
+		for (unsigned int cpu = 0; cpu < d->ncpus; cpu++) {
+			struct merger_cpu_stats cs;
+
+			if (!d->online[cpu] || merger_cpu_stats(d->merger, cpu, now, &cs) < 0)
+				continue;
+			if (!cs.has_frontier || cs.frontier_ns <= t_ns)
+				behind = true;
+		}
+		if (!behind)
+			return true;
+		if (now >= deadline)
+			return false;
+		usleep(1000);
+	}
+}
+
+struct stale_scan {
+	struct cookie_set tracked;	/* connections the BPF side still tracks */
+	struct cookie_set closing;	/* connections with a close held in the merger */
+	struct cookie_set stale;	/* table entries in neither */
+	int err;
+};
+
+static void collect_stale(const struct record *r, void *userdata)
+{
+	struct stale_scan *scan = userdata;
+
+	if (scan->err < 0 || cookie_set_contains(&scan->tracked, r->ev.cookie) ||
+	    cookie_set_contains(&scan->closing, r->ev.cookie))
+		return;
+	scan->err = cookie_set_add(&scan->stale, r->ev.cookie);
+}
+
+static void collect_held_close(const struct record *r, void *userdata)
+{
+	struct stale_scan *scan = userdata;
+
+	if (scan->err == 0 && r->ev.type == TCPTAP_EV_CLOSE)
+		scan->err = cookie_set_add(&scan->closing, r->ev.cookie);
+}
+
+/*
+ * After records were lost, the table can hold connections whose close was
+ * among them. The BPF side forgets a connection when its socket leaves
+ * ESTABLISHED/CLOSE_WAIT (or is destroyed), whether or not the close record
+ * reached a ring, so a table entry that the BPF side no longer tracks and
+ * whose close is not held in the merger is closed here, marked inferred.
+ * The close program forgets the connection before it writes its record, so
+ * the tracked set is read first and the merger is then brought past that
+ * moment: a close whose program had started by then is held or released.
+ */
+static void reconcile_table(struct daemon *d)
+{
+	struct stale_scan scan = { 0 };
+	struct merger_stats ms;
+
+	scan.err = loader_tracked_cookies(d->loader, &scan.tracked);
+	if (scan.err == 0 && !wait_for_frontiers(d, now_ns())) {
+		/* A stalled CPU may still hold a close: try again later. */
+		d->reconcile_due = true;
+		goto out;
+	}
+	if (scan.err == 0)
+		merger_foreach_pending(d->merger, collect_held_close, &scan);
+	cookie_set_sort(&scan.tracked);
+	cookie_set_sort(&scan.closing);
+	if (scan.err == 0)
+		conn_table_foreach(d->table, collect_stale, &scan);
+	if (scan.err < 0) {
+		log_warning("Failed to compare the table with the connections the kernel tracks, "
+			    "it may keep connections whose close was lost: %s", strerror(-scan.err));
+		d->reconcile_due = true;
+		goto out;
+	}
+
+	merger_get_stats(d->merger, &ms);
+	for (size_t i = 0; i < scan.stale.count; i++) {
+		const struct record *entry = conn_table_lookup(d->table, scan.stale.items[i]);
+		struct record close;
+
+		if (!entry)
+			continue;
+		close = *entry;
+
+		close.ev.type = TCPTAP_EV_CLOSE;
+		close.ev.ts_ns = ms.last_released_ts;
+		close.origin = RECORD_ORIGIN_NONE;
+		close.inferred = true;
+		close.seq = 0;
+		publish(&close, d);
+		d->counters.inferred_closes++;
+	}
+	if (scan.stale.count > 0)
+		log_warning("Closed %zu connections whose close record was lost: the kernel no "
+			    "longer tracks them", scan.stale.count);
+out:
+	cookie_set_clear(&scan.tracked);
+	cookie_set_clear(&scan.closing);
+	cookie_set_clear(&scan.stale);
+}
+
 static void check_kernel_counters(struct daemon *d, uint64_t now)
 {
 	uint64_t totals[TCPTAP_CNT_MAX], misses, suppressed;
@@ -549,6 +676,20 @@ static void check_kernel_counters(struct daemon *d, uint64_t now)
 		return;
 	if (misses == d->last_misses && totals[TCPTAP_CNT_OUTPUT_FAILED] == d->last_output_failed)
 		return;
+	if (misses > d->last_misses) {
+		/* Skipped runs wrote nothing, so the stream learns of them only
+		 * here; the notice sits at the newest released timestamp. */
+		struct merger_stats ms;
+		struct record lost = {
+			.lost_count = misses - d->last_misses,
+			.lost_reason = RECORD_LOST_NESTED,
+			.ev.type = RECORD_LOST,
+		};
+
+		merger_get_stats(d->merger, &ms);
+		lost.ev.ts_ns = ms.last_released_ts;
+		publish(&lost, d);
+	}
 	if (ratelimit_allow(&d->kernel_rl, now, &suppressed))
 		log_warning("The kernel side missed records: %" PRIu64 " program runs skipped "
 			    "while another was running on the same CPU, %" PRIu64 " outputs to "
@@ -585,6 +726,10 @@ static int on_housekeeping(sd_event_source *s, uint64_t usec, void *userdata)
 
 	update_online_cpus(d);
 	check_kernel_counters(d, now);
+	if (d->reconcile_due) {
+		d->reconcile_due = false;
+		reconcile_table(d);
+	}
 	if (now - d->last_summary_ns >= SUMMARY_INTERVAL_NS) {
 		log_summary(d, now);
 		d->last_summary_ns = now;
@@ -670,6 +815,7 @@ static char *stats_json(void *userdata)
 	add_u64(root, "late", d->counters.late);
 	add_u64(root, "dropped_duplicate", d->counters.dropped_duplicate);
 	add_u64(root, "dropped_orphan_close", d->counters.dropped_orphan);
+	add_u64(root, "inferred_close", d->counters.inferred_closes);
 
 	kernel = json_object_new_object();
 	add_u64(kernel, "output_failed", totals[TCPTAP_CNT_OUTPUT_FAILED]);
@@ -712,103 +858,37 @@ static char *stats_json(void *userdata)
 
 /* ---- start-up seeding ---- */
 
-struct cookie_set {
-	uint64_t *items;
-	size_t count;
-	size_t capacity;
-};
-
-static void cookie_set_add(struct cookie_set *set, uint64_t cookie)
-{
-	if (set->count == set->capacity) {
-		size_t capacity = set->capacity ? set->capacity * 2 : 256;
-		uint64_t *items = realloc(set->items, capacity * sizeof(*items));
-
-		if (!items)
-			return;
-		set->items = items;
-		set->capacity = capacity;
-	}
-	set->items[set->count++] = cookie;
-}
-
-static int compare_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return (x > y) - (x < y);
-}
-
-static bool cookie_set_contains(const struct cookie_set *set, uint64_t cookie)
-{
-	return set->count && bsearch(&cookie, set->items, set->count, sizeof(cookie), compare_u64);
-}
-
 /* The sorted cookies of list. Returns 0 or -ENOMEM. */
 static int cookie_set_from_seeds(const struct seed_list *list, struct cookie_set *ret_set)
 {
-	uint64_t *items = malloc((list->count ? list->count : 1) * sizeof(*items));
+	for (size_t i = 0; i < list->count; i++) {
+		int err = cookie_set_add(ret_set, list->items[i].ev.cookie);
 
-	if (!items)
-		return -ENOMEM;
-	for (size_t i = 0; i < list->count; i++)
-		items[i] = list->items[i].ev.cookie;
-	qsort(items, list->count, sizeof(*items), compare_u64);
-	*ret_set = (struct cookie_set){ .items = items, .count = list->count,
-					.capacity = list->count };
+		if (err < 0)
+			return err;
+	}
+	cookie_set_sort(ret_set);
 	return 0;
 }
 
 struct held_cookies {
 	struct cookie_set introduced;	/* connect or accept records held */
 	struct cookie_set closed;	/* close records held */
+	int err;
 };
 
 static void collect_held(const struct record *r, void *userdata)
 {
 	struct held_cookies *held = userdata;
 
+	if (held->err < 0)
+		return;
 	if (r->ev.type == TCPTAP_EV_CONNECT || r->ev.type == TCPTAP_EV_ACCEPT)
-		cookie_set_add(&held->introduced, r->ev.cookie);
+		held->err = cookie_set_add(&held->introduced, r->ev.cookie);
 	else if (r->ev.type == TCPTAP_EV_CLOSE)
-		cookie_set_add(&held->closed, r->ev.cookie);
+		held->err = cookie_set_add(&held->closed, r->ev.cookie);
 }
 
-/* Drain until every online CPU proved its frontier past t_ns, so every
- * record older than t_ns is held by the merger. Bounded by
- * SEED_FRONTIER_WAIT_NS; a stalled CPU is logged and then waited for no
- * longer. */
-static void wait_for_frontiers(struct daemon *d, uint64_t t_ns)
-{
-	uint64_t deadline = now_ns() + SEED_FRONTIER_WAIT_NS;
-
-	for (;;) {
-		bool behind = false;
-		uint64_t now = now_ns();
-
-		for (unsigned int cpu = 0; cpu < d->ncpus; cpu++)
-			if (d->online[cpu])
-				(void)loader_sync_now(d->loader, cpu);
-		(void)ring_reader_drain(d->reader);
-
-		for (unsigned int cpu = 0; cpu < d->ncpus; cpu++) {
-			struct merger_cpu_stats cs;
-
-			if (!d->online[cpu] || merger_cpu_stats(d->merger, cpu, now, &cs) < 0)
-				continue;
-			if (!cs.has_frontier || cs.frontier_ns < t_ns) {
-				behind = true;
-				if (now >= deadline)
-					log_warning("CPU %u did not prove its frontier during start-up; "
-						    "connections closed on it while seeding may "
-						    "stay in the table", cpu);
-			}
-		}
-		if (!behind || now >= deadline)
-			return;
-		usleep(1000);
-	}
-}
 
 static void write_seed_owner(struct daemon *d, const struct seed_conn *c)
 {
@@ -866,17 +946,27 @@ static int seed_table(struct daemon *d)
 	if (err < 0)
 		goto out;
 	seed_list_clear(&second);
-	wait_for_frontiers(d, t_second);
+	if (!wait_for_frontiers(d, t_second))
+		log_warning("A CPU did not prove its frontier during start-up; connections closed "
+			    "on it while seeding may stay in the table until records are lost and "
+			    "the table is reconciled");
 
 	merger_foreach_pending(d->merger, collect_held, &held);
-	qsort(held.introduced.items, held.introduced.count, sizeof(uint64_t), compare_u64);
-	qsort(held.closed.items, held.closed.count, sizeof(uint64_t), compare_u64);
+	err = held.err;
+	if (err < 0)
+		goto out;
+	cookie_set_sort(&held.introduced);
+	cookie_set_sort(&held.closed);
 
 	for (size_t i = 0; i < first.count; i++) {
 		const struct seed_conn *c = &first.items[i];
 		struct record r = { .origin = RECORD_ORIGIN_SEEDED, .ev = c->ev };
 		uint64_t cookie = c->ev.cookie;
 
+		/* A connecting socket is not a connection yet: its registered
+		 * owner only attributes its connect or connect_failed record. */
+		if (c->state == TCP_SYN_SENT)
+			continue;
 		if (cookie_set_contains(&held.introduced, cookie) ||
 		    (!cookie_set_contains(&still_open, cookie) &&
 		     !cookie_set_contains(&held.closed, cookie))) {
@@ -894,9 +984,9 @@ static int seed_table(struct daemon *d)
 out:
 	if (err < 0)
 		log_error("Failed to enumerate the existing connections: %s", strerror(-err));
-	free(held.introduced.items);
-	free(held.closed.items);
-	free(still_open.items);
+	cookie_set_clear(&held.introduced);
+	cookie_set_clear(&held.closed);
+	cookie_set_clear(&still_open);
 	seed_list_clear(&first);
 	seed_list_clear(&second);
 	return err;
@@ -970,6 +1060,14 @@ static int setup_tracing(struct daemon *d)
 		return err;
 	}
 
+	/* The rings exist before anything is attached that writes to them. */
+	err = open_rings(d, &d->reader, &d->ring_source);
+	if (err < 0)
+		return err;
+	err = loader_attach(d->loader);
+	if (err < 0)
+		return err;
+
 	/* Every CPU starts online in the merger; mark the offline ones. */
 	now = now_ns();
 	err = read_online_cpus(d->online, d->ncpus);
@@ -989,8 +1087,7 @@ static int setup_tracing(struct daemon *d)
 			return err;
 		}
 	}
-
-	return open_rings(d, &d->reader, &d->ring_source);
+	return 0;
 }
 
 static int setup_table(struct daemon *d)
@@ -1032,6 +1129,7 @@ static int setup_serving(struct daemon *d)
 		log_error("Failed to start serving: %s", strerror(-err));
 		return err;
 	}
+	d->socket_created = !activated;
 	if (activated)
 		log_notice("Serving on the socket passed by systemd");
 	else
@@ -1081,6 +1179,10 @@ static int setup_loop(struct daemon *d)
 static void daemon_free(struct daemon *d)
 {
 	server_free(d->server);
+	/* A socket file passed by systemd belongs to the socket unit. */
+	if (d->socket_created && unlink(d->opt.socket_path) < 0 && errno != ENOENT)
+		log_warning("Failed to remove socket '%s': %s", d->opt.socket_path,
+			    strerror(errno));
 	sd_event_source_disable_unref(d->ring_source);
 	ring_reader_free(d->reader);
 	loader_free(d->loader);
@@ -1133,6 +1235,9 @@ static int run(int argc, char **argv)
 	err = setup_serving(&d);
 	if (err < 0)
 		goto out;
+	err = caps_drop_after_attach();
+	if (err < 0)
+		goto out;
 
 	log_notice("Ready: tracing TCP connections on %u CPUs", d.ncpus);
 	sd_glue_notify_ready("Tracing");
@@ -1141,6 +1246,7 @@ static int run(int argc, char **argv)
 		log_error("Event loop failed: %s", strerror(-err));
 	sd_glue_notify_stopping();
 	log_notice("Stopping");
+	server_shutdown(d.server, SHUTDOWN_FLUSH_MS);
 out:
 	daemon_free(&d);
 	return err;

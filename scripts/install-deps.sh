@@ -14,7 +14,7 @@ packages=(
 	clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev libjson-c-dev libsystemd-dev
 	meson ninja-build pkg-config gcc
 	# tests: network namespaces, capabilities, socket activation, schema, fuzzing
-	iproute2 util-linux systemd python3 python3-jsonschema libclang-rt-14-dev
+	iproute2 util-linux systemd python3 python3-jsonschema libclang-rt-14-dev strace groff-base
 	# packaging
 	debhelper dpkg-dev fakeroot lintian
 )

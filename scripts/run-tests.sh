@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # Install dependencies, build, and run every test suite: unit tests, the
 # merger simulation, the end-to-end tests on the running kernel, the service
-# tests, the AddressSanitizer/UBSan build and a bounded fuzzing run.
+# tests, the Debian package build, the AddressSanitizer/UBSan build and a
+# bounded fuzzing run.
 # Fails if any test of the kernel suites was skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,44 +12,57 @@ bash scripts/install-deps.sh
 bash scripts/build.sh
 
 status=0
+# run_suites BUILD_DIR LOGBASE MESON_TEST_ARGS...: each run keeps its own
+# BUILD_DIR/meson-logs/LOGBASE.json for the checks and the summary below.
 run_suites() {
-	local dir=$1
-	shift
-	meson test -C "$dir" --print-errorlogs --num-processes 2 "$@" || status=1
+	local dir=$1 logbase=$2
+	shift 2
+	meson test -C "$dir" --print-errorlogs --num-processes 1 --logbase "$logbase" "$@" ||
+		status=1
 }
 
 echo "== unit and kernel suites =="
-run_suites build --suite unit --suite kernel
+run_suites build main --suite unit --suite kernel
 
-# A skipped kernel test proves nothing: treat it as a failure.
-skipped=$(/usr/bin/python3 - build/meson-logs/testlog.json <<'PY'
+# A skipped kernel test proves nothing: treat it as a failure, and so is a
+# core end-to-end test that did not run at all.
+/usr/bin/python3 - build/meson-logs/main.json <<'PY' || status=1
 import json, sys
-names = []
+core = {"e2e-connections", "e2e-accept-before-start", "e2e-stall", "e2e-migrate",
+        "e2e-startup", "e2e-resume", "e2e-clients", "e2e-dump-stats", "e2e-lost", "service"}
+ran, skipped = set(), []
 for line in open(sys.argv[1]):
     t = json.loads(line)
-    if "kernel" in " ".join(t.get("suite", [])) and t.get("result") == "SKIP":
-        names.append(t["name"])
-print(" ".join(names))
+    name = t["name"].split(" / ")[-1]
+    if t.get("result") == "SKIP" and "kernel" in " ".join(t.get("suite", [])):
+        skipped.append(name)
+    elif t.get("result") == "OK":
+        ran.add(name)
+missing = sorted(core - ran)
+if skipped:
+    print("FAIL: kernel tests were skipped: " + " ".join(skipped), file=sys.stderr)
+if missing:
+    print("FAIL: core end-to-end tests did not pass: " + " ".join(missing), file=sys.stderr)
+sys.exit(1 if skipped or missing else 0)
 PY
-)
-if [ -n "$skipped" ]; then
-	echo "FAIL: kernel tests were skipped: $skipped" >&2
-	status=1
-fi
+
+echo "== Debian package build and lintian =="
+run_suites build package --suite package
 
 echo "== unit suite under AddressSanitizer and UndefinedBehaviorSanitizer =="
 [ -f build-asan/build.ninja ] || meson setup build-asan -Db_sanitize=address,undefined \
 	-Db_lundef=false >/dev/null
 ninja -C build-asan >/dev/null
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	run_suites build-asan --suite unit
+	run_suites build-asan asan --suite unit
 
 echo "== fuzzing the request parser and the record encoder =="
 [ -f build-fuzz/build.ninja ] || CC=clang meson setup build-fuzz -Dfuzz=true >/dev/null
 ninja -C build-fuzz tests/fuzz-request tests/fuzz-json-encode >/dev/null
 bash tests/run-fuzz.sh build-fuzz 30 || status=1
 
-/usr/bin/python3 - build/meson-logs/testlog.json build-asan/meson-logs/testlog.json <<'PY'
+/usr/bin/python3 - build/meson-logs/main.json build/meson-logs/package.json \
+	build-asan/meson-logs/asan.json <<'PY'
 import json, sys
 counts = {"passed": 0, "failed": 0, "skipped": 0}
 for path in sys.argv[1:]:

@@ -286,9 +286,11 @@ def test_watch_text():
         line(event(15, "connect_failed", 4, pid=55, comm="wget", dport=81,
                    error="ECONNREFUSED")),
         line(event(16, "connect", 3, late=True, family="inet6", saddr="::1", daddr="::1")),
-        line({"seq": 17, "ts_ns": ts(2), "type": "lost", "cpu": 1, "count": 12}),
+        line({"seq": 17, "ts_ns": ts(2), "type": "lost", "reason": "ring_full", "cpu": 1,
+              "count": 12}),
         line({"seq": 18, "ts_ns": ts(1), "type": "future_record_type", "detail": 1}),
-        line(event(19, "close", 1, comm="evil\x1b[31m")),
+        line({"seq": 19, "ts_ns": ts(1), "type": "lost", "reason": "nested", "count": 2}),
+        line(event(20, "close", 1, comm="evil\x1b[31m")),
     ]
     result = run(["watch"], lines, env=UTC)
 
@@ -324,14 +326,17 @@ def test_watch_text():
 
     check("watch text: exit status after the daemon closed", 1, result.returncode)
     errors = stderr_lines(result)
-    check("watch text: stderr line count", 2, len(errors))
+    check("watch text: stderr line count", 3, len(errors))
     check_true("watch text: lost line",
                errors and re.fullmatch(r"tcptap: 12 events lost on cpu 1 at "
                                        r"\d\d:\d\d:\d\d\.\d\d\d: .*--perf-pages.*", errors[0]),
                f"stderr: {errors!r}")
+    check_true("watch text: nested lost line",
+               len(errors) > 1 and re.fullmatch(r"tcptap: 2 events lost: .*nested.*", errors[1]),
+               f"stderr: {errors!r}")
     check_true("watch text: disconnect line",
-               len(errors) > 1 and re.fullmatch(r"tcptap: the daemon closed the connection.*",
-                                                errors[1]),
+               len(errors) > 2 and re.fullmatch(r"tcptap: the daemon closed the connection.*",
+                                                errors[2]),
                f"stderr: {errors!r}")
 
 

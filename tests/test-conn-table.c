@@ -6,24 +6,7 @@
 #include <string.h>
 
 #include "conn_table.h"
-
-#define CHECK(cond)                                                                       \
-	do {                                                                              \
-		if (!(cond)) {                                                            \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-			abort();                                                          \
-		}                                                                         \
-	} while (0)
-
-#define CHECK_EQ(expected, actual)                                                        \
-	do {                                                                              \
-		int64_t e_ = (int64_t)(expected), a_ = (int64_t)(actual);                 \
-		if (e_ != a_) {                                                           \
-			fprintf(stderr, "%s:%d: %s: expected %" PRId64 ", got %" PRId64 "\n", \
-				__FILE__, __LINE__, #actual, e_, a_);                     \
-			abort();                                                          \
-		}                                                                         \
-	} while (0)
+#include "check.h"
 
 static struct record make_record(uint8_t type, uint64_t cookie, uint32_t pid)
 {
@@ -288,7 +271,8 @@ static void test_matches_model(void)
 			CHECK_EQ(nlive, stats_of(t).entries);
 			CHECK_EQ(full, stats_of(t).full);
 			for (uint64_t k = 1; k < COOKIES; k++) {
-				const struct record *e = conn_table_lookup(t, (k & 1) ? k : k << 40);
+				uint64_t key = (k & 1) ? k : k << 40;
+				const struct record *e = conn_table_lookup(t, key);
 
 				CHECK_EQ(live[k], e != NULL);
 				if (e)

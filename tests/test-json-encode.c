@@ -295,7 +295,8 @@ static void test_record_late(void)
 
 static void test_record_lost(void)
 {
-	static const char *const keys[] = { "seq", "ts_ns", "type", "cpu", "count", NULL };
+	static const char *const keys[] = { "seq", "ts_ns", "type", "reason", "cpu", "count",
+					    NULL };
 	struct record r = { .seq = 99, .lost_count = 7 };
 	char buf[JSON_RECORD_MAX_BYTES];
 	struct json_object *obj;
@@ -310,8 +311,28 @@ static void test_record_lost(void)
 	CHECK_U64(99, get_u64(obj, "seq"));
 	CHECK_U64(5000, get_u64(obj, "ts_ns"));
 	CHECK_STR("lost", get_str(obj, "type"));
+	CHECK_STR("ring_full", get_str(obj, "reason"));
 	CHECK_U64(1, get_u64(obj, "cpu"));
 	CHECK_U64(7, get_u64(obj, "count"));
+	json_object_put(obj);
+}
+
+static void test_record_lost_nested(void)
+{
+	static const char *const keys[] = { "seq", "ts_ns", "type", "reason", "count", NULL };
+	struct record r = { .seq = 100, .lost_count = 3, .lost_reason = RECORD_LOST_NESTED };
+	char buf[JSON_RECORD_MAX_BYTES];
+	struct json_object *obj;
+
+	r.ev.type = RECORD_LOST;
+	r.ev.ts_ns = 6000;
+	r.ev.cpu = 1;	/* not known for nested runs, so not encoded */
+	obj = parse_line(buf, json_encode_record(&r, buf, sizeof(buf)));
+	if (!obj)
+		return;
+	check_keys(obj, keys);
+	CHECK_STR("nested", get_str(obj, "reason"));
+	CHECK_U64(3, get_u64(obj, "count"));
 	json_object_put(obj);
 }
 
@@ -782,6 +803,7 @@ int main(int argc, char **argv)
 	test_record_connect_failed();
 	test_record_late();
 	test_record_lost();
+	test_record_lost_nested();
 	test_record_invalid();
 	test_snapshot();
 	test_comm_escaping();

@@ -5,24 +5,7 @@
 #include <string.h>
 
 #include "out_queue.h"
-
-#define CHECK(cond)                                                                       \
-	do {                                                                              \
-		if (!(cond)) {                                                            \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-			abort();                                                          \
-		}                                                                         \
-	} while (0)
-
-#define CHECK_EQ(expected, actual)                                                        \
-	do {                                                                              \
-		int64_t e_ = (int64_t)(expected), a_ = (int64_t)(actual);                 \
-		if (e_ != a_) {                                                           \
-			fprintf(stderr, "%s:%d: %s: expected %" PRId64 ", got %" PRId64 "\n", \
-				__FILE__, __LINE__, #actual, e_, a_);                     \
-			abort();                                                          \
-		}                                                                         \
-	} while (0)
+#include "check.h"
 
 static void append_str(struct out_queue *q, const char *line, uint64_t seq)
 {
