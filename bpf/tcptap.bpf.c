@@ -233,13 +233,29 @@ static __always_inline __u64 read_cookie(struct sock *sk, bool btf_sk)
 	return SK_READ(btf_sk, sk, __sk_common.skc_cookie.counter);
 }
 
+/* Next tcptap-assigned cookie, see cookie_or_synthetic(). */
+__u64 synthetic_cookie_next = 0;
+
+/*
+ * kprobes cannot call bpf_get_socket_cookie(), and a socket's cookie stays 0
+ * until something asks for it. Such a socket gets a cookie of tcptap's own,
+ * with bit 63 set so it can never equal a kernel cookie (those count up from
+ * 1), stored with the socket's state and reused by its later records. It
+ * differs from what SO_COOKIE would return for that socket.
+ */
+static __always_inline __u64 cookie_or_synthetic(__u64 cookie)
+{
+	if (cookie)
+		return cookie;
+	return TCPTAP_SYNTHETIC_COOKIE_BIT | __sync_fetch_and_add(&synthetic_cookie_next, 1);
+}
+
 /* Program flavors: TRACING programs (tp_btf, fentry) may call
- * bpf_get_socket_cookie(), which assigns a cookie if the socket has none.
- * kprobes can only read the cookie, which stays 0 until something asks for it.
- * NOTE: with the kprobe backend, connections nobody generated a cookie for are
- * reported with cookie 0. */
+ * bpf_get_socket_cookie(), which assigns a cookie if the socket has none;
+ * kprobes read it and fall back to a synthetic one. */
 #define GEN_COOKIE(sk, can_generate) \
-	((can_generate) ? bpf_get_socket_cookie(sk) : read_cookie(sk, false))
+	((can_generate) ? bpf_get_socket_cookie(sk) : \
+			  cookie_or_synthetic(read_cookie(sk, false)))
 
 static __always_inline void on_connecting(struct sock *sk)
 {
@@ -464,7 +480,7 @@ static __always_inline void on_accepted(void *ctx, struct sock *sk)
 		struct conn_state live = { .owner = owner, .phase = PHASE_LIVE };
 		unsigned char skstate;
 
-		live.cookie = read_cookie(sk, false);
+		live.cookie = cookie_or_synthetic(read_cookie(sk, false));
 		ev.cookie = live.cookie;
 		if (bpf_map_update_elem(&conns, &key, &live, BPF_NOEXIST))
 			count(TCPTAP_CNT_OWNER_MAP_FULL);
@@ -609,6 +625,44 @@ int tp_accept_exit(struct syscall_exit_ctx *ctx)
 {
 	if (ctx->ret >= 0)
 		on_accepted(ctx, sock_from_fd(ctx->ret));
+	return 0;
+}
+
+/*
+ * fexit and kretprobe programs do not run for a function entered before they
+ * were attached, so an accept() that was already blocked when tcptapd started
+ * is invisible to the fentry and kprobe backends. tcptapd puts the threads it
+ * finds blocked in accept into accept_waiters and attaches this program to
+ * the raw sys_exit tracepoint until they have all returned: each one's next
+ * syscall exit is that accept's. An accept the fexit or kretprobe program
+ * reported already finds its socket LIVE and is not reported twice.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} accept_waiters SEC(".maps");
+
+#define X86_64_NR_ACCEPT 43
+#define X86_64_NR_ACCEPT4 288
+
+SEC("raw_tp/sys_exit")
+int accept_waiter_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct pt_regs *regs;
+	long ret, nr;
+
+	if (!bpf_map_lookup_elem(&accept_waiters, &tid))
+		return 0;
+	bpf_map_delete_elem(&accept_waiters, &tid);
+
+	regs = (struct pt_regs *)ctx->args[0];
+	ret = (long)ctx->args[1];
+	nr = BPF_CORE_READ(regs, orig_ax);
+	if ((nr == X86_64_NR_ACCEPT || nr == X86_64_NR_ACCEPT4) && ret >= 0)
+		on_accepted(ctx, sock_from_fd(ret));
 	return 0;
 }
 

@@ -33,6 +33,9 @@ enum tcptap_bpf_counter {
 	TCPTAP_CNT_MAX = 5,
 };
 
+/* Set in cookies the kprobe backend assigns to sockets without one. */
+#define TCPTAP_SYNTHETIC_COOKIE_BIT (1ULL << 63)
+
 #define TCPTAP_COMM_LEN 16
 #define TCPTAP_ADDR_LEN 16
 

@@ -145,6 +145,11 @@ struct pt_regs {
 
 #pragma clang attribute pop
 
+/* Context of raw tracepoint programs: the tracepoint's arguments. */
+struct bpf_raw_tracepoint_args {
+	__u64 args[0];
+};
+
 /* Context of the syscalls:sys_exit_* tracepoints, as their format files in
  * tracefs describe it (common header, syscall number, return value). */
 struct syscall_exit_ctx {

@@ -27,6 +27,7 @@ struct loader {
 	struct bpf_link *links[MAX_EVENT_LINKS];
 	size_t nlinks;
 	struct bpf_link **sync_links;	/* per CPU; NULL where not attached */
+	struct bpf_link *waiters_link;	/* accept_waiter_exit while threads wait */
 	int *sync_fds;			/* per CPU perf event fds; -1 where not open */
 };
 
@@ -122,6 +123,11 @@ static void disable_other_backends(struct tcptap_bpf *skel, enum backend chosen)
 	 * by loader_attach_sync(). */
 	bpf_program__set_autoattach(skel->progs.tcptap_sync_now, false);
 	bpf_program__set_autoattach(skel->progs.tcptap_sync_timer, false);
+	/* Attached by loader_watch_accept_waiters(), only while needed. The
+	 * tracepoint backend sees those accepts through its syscall
+	 * tracepoints. */
+	bpf_program__set_autoattach(skel->progs.accept_waiter_exit, false);
+	bpf_program__set_autoload(skel->progs.accept_waiter_exit, chosen != BACKEND_TRACEPOINT);
 }
 
 static bool path_exists(const char *path)
@@ -517,10 +523,46 @@ int loader_open(const struct loader_config *cfg, struct loader **ret_loader)
 	return 0;
 }
 
+int loader_watch_accept_waiters(struct loader *l, const uint32_t *tids, size_t count)
+{
+	int fd, err;
+
+	if (l->backend == BACKEND_TRACEPOINT || count == 0)
+		return 0;
+	fd = bpf_map__fd(l->skel->maps.accept_waiters);
+	for (size_t i = 0; i < count; i++) {
+		uint8_t one = 1;
+
+		if (bpf_map_update_elem(fd, &tids[i], &one, BPF_ANY) < 0)
+			return -errno;
+	}
+	if (l->waiters_link)
+		return 0;
+	l->waiters_link = bpf_program__attach(l->skel->progs.accept_waiter_exit);
+	if (!l->waiters_link) {
+		err = -errno;
+		return err;
+	}
+	return 0;
+}
+
+void loader_check_accept_waiters(struct loader *l)
+{
+	uint32_t key;
+
+	if (!l->waiters_link)
+		return;
+	if (bpf_map_get_next_key(bpf_map__fd(l->skel->maps.accept_waiters), NULL, &key) == 0)
+		return;
+	bpf_link__destroy(l->waiters_link);
+	l->waiters_link = NULL;
+}
+
 void loader_free(struct loader *l)
 {
 	if (!l)
 		return;
+	bpf_link__destroy(l->waiters_link);
 	if (l->sync_links && l->sync_fds)
 		for (unsigned int cpu = 0; cpu < l->ncpus; cpu++)
 			loader_detach_sync(l, cpu);

@@ -51,6 +51,14 @@ int loader_seeded_fd(const struct loader *l);
 int loader_attach_sync(struct loader *l, unsigned int cpu);
 void loader_detach_sync(struct loader *l, unsigned int cpu);
 
+/* Report the accept() calls of threads tids, found blocked in accept when the
+ * backend was attached: fentry and kprobe programs miss calls entered before
+ * attach. A no-op for the tracepoint backend. */
+int loader_watch_accept_waiters(struct loader *l, const uint32_t *tids, size_t count);
+/* Detach what loader_watch_accept_waiters() attached once every such thread
+ * has returned from its accept. */
+void loader_check_accept_waiters(struct loader *l);
+
 /* Write a sync record into cpu's ring now (BPF_PROG_TEST_RUN on that CPU). */
 int loader_sync_now(struct loader *l, unsigned int cpu);
 

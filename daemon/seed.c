@@ -394,6 +394,79 @@ static size_t attribute_pid(struct seed_list *list, const char *pid)
 	return found;
 }
 
+/* x86-64 system call numbers, as /proc/<pid>/task/<tid>/syscall prints them. */
+#define X86_64_NR_ACCEPT 43
+#define X86_64_NR_ACCEPT4 288
+
+static bool thread_in_accept(const char *pid, const char *tid)
+{
+	char path[600], line[64];
+	bool waiting = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%s/task/%s/syscall", pid, tid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	if (fgets(line, sizeof(line), f)) {
+		long nr = strtol(line, NULL, 10);
+
+		/* "running" or "-1 ..." for threads not in a system call. */
+		waiting = isdigit((unsigned char)line[0]) &&
+			  (nr == X86_64_NR_ACCEPT || nr == X86_64_NR_ACCEPT4);
+	}
+	fclose(f);
+	return waiting;
+}
+
+int seed_find_accept_waiters(uint32_t **ret_tids, size_t *ret_count)
+{
+	size_t count = 0, capacity = 0;
+	uint32_t *tids = NULL;
+	struct dirent *de;
+	DIR *proc;
+
+	proc = opendir("/proc");
+	if (!proc)
+		return -errno;
+	while ((de = readdir(proc))) {
+		char path[300];
+		struct dirent *te;
+		DIR *tasks;
+
+		if (!isdigit((unsigned char)de->d_name[0]))
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/task", de->d_name);
+		tasks = opendir(path);
+		if (!tasks)
+			continue;
+		while ((te = readdir(tasks))) {
+			if (!isdigit((unsigned char)te->d_name[0]) ||
+			    !thread_in_accept(de->d_name, te->d_name))
+				continue;
+			if (count == capacity) {
+				size_t n = capacity ? capacity * 2 : 64;
+				uint32_t *grown = realloc(tids, n * sizeof(*grown));
+
+				if (!grown) {
+					closedir(tasks);
+					closedir(proc);
+					free(tids);
+					return -ENOMEM;
+				}
+				tids = grown;
+				capacity = n;
+			}
+			tids[count++] = (uint32_t)strtoul(te->d_name, NULL, 10);
+		}
+		closedir(tasks);
+	}
+	closedir(proc);
+	*ret_tids = tids;
+	*ret_count = count;
+	return 0;
+}
+
 size_t seed_attribute(struct seed_list *list)
 {
 	struct dirent *de;

@@ -42,4 +42,8 @@ size_t seed_attribute(struct seed_list *list);
 
 void seed_list_clear(struct seed_list *list);
 
+/* Collect the ids of the threads blocked in accept() or accept4() now, from
+ * /proc/<pid>/task/<tid>/syscall, into a malloc'd array. */
+int seed_find_accept_waiters(uint32_t **ret_tids, size_t *ret_count);
+
 #endif /* TCPTAP_SEED_H */

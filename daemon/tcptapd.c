@@ -726,6 +726,7 @@ static int on_housekeeping(sd_event_source *s, uint64_t usec, void *userdata)
 
 	update_online_cpus(d);
 	check_kernel_counters(d, now);
+	loader_check_accept_waiters(d->loader);
 	if (d->reconcile_due) {
 		d->reconcile_due = false;
 		reconcile_table(d);
@@ -1019,6 +1020,27 @@ static void make_run_id(char *buf, size_t size)
 		snprintf(buf + 2 * i, 3, "%02x", bytes[i]);
 }
 
+/* Threads already blocked in accept() are invisible to the fentry and kprobe
+ * backends' return probes; see accept_waiter_exit in tcptap.bpf.c. */
+static void watch_accept_waiters(struct daemon *d)
+{
+	uint32_t *tids = NULL;
+	size_t count = 0;
+	int err;
+
+	if (loader_backend(d->loader) == BACKEND_TRACEPOINT)
+		return;
+	err = seed_find_accept_waiters(&tids, &count);
+	if (err == 0)
+		err = loader_watch_accept_waiters(d->loader, tids, count);
+	if (err < 0)
+		log_warning("Failed to watch the threads blocked in accept() at start, their "
+			    "accepts will not be reported: %s", strerror(-err));
+	else if (count > 0)
+		log_info("Watching %zu threads that were blocked in accept() at start", count);
+	free(tids);
+}
+
 static int setup_tracing(struct daemon *d)
 {
 	struct loader_config lc = {
@@ -1067,6 +1089,7 @@ static int setup_tracing(struct daemon *d)
 	err = loader_attach(d->loader);
 	if (err < 0)
 		return err;
+	watch_accept_waiters(d);
 
 	/* Every CPU starts online in the merger; mark the offline ones. */
 	now = now_ns();

@@ -297,7 +297,7 @@ def main(session, daemon_path, cpus):
 	subscriber = session.subscribe(daemon, netns)
 	twin = session.subscribe(daemon, netns)
 	by_comm = session.subscribe(daemon, netns, comm=FILTERED_COMM)
-	session.checker.equal("hello's backend", "tracepoint", subscriber.hello.get("backend"))
+	session.checker.equal("hello's backend", tt.BACKEND, subscriber.hello.get("backend"))
 	session.checker.equal("snapshot of a new namespace", [], subscriber.snapshot)
 
 	scenarios = Scenarios(session, netns)

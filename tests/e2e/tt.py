@@ -1,10 +1,12 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """Harness shared by the tcptap end-to-end tests.
 
-The tests run the real tcptapd with the tracepoint backend against the running
-kernel. Each test creates its own network namespace, starts scripted socket
-processes in it (agent.py), subscribes to the daemon with a netns filter and
-compares the records it receives with what its processes did.
+The tests run the real tcptapd against the running kernel, with the tracepoint
+backend unless the environment variable TCPTAP_E2E_BACKEND names another one
+(the VM suite runs them under every backend). Each test creates its own
+network namespace, starts scripted socket processes in it (agent.py),
+subscribes to the daemon with a netns filter and compares the records it
+receives with what its processes did.
 
 A test that cannot run (not root, no tracefs, tcptapd does not start) prints
 "FATAL: <test> cannot run: <reason>" and exits 1: these tests never skip.
@@ -39,6 +41,8 @@ SETTLE_S = 1.0			# extra wait after the expected records, to catch stray ones
 STDERR_TAIL_LINES = 200
 
 NOBODY_UID = 65534
+# Backend tcptapd runs with; set it before a Session starts a daemon.
+BACKEND = os.environ.get("TCPTAP_E2E_BACKEND", "tracepoint")
 EVENT_TYPES = ("connect", "accept", "close", "connect_failed")
 INTRO_TYPES = ("connect", "accept")
 # Fields a close record copies from the record that introduced its connection.
@@ -222,13 +226,13 @@ PIN_AND_EXEC = "import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])}); " \
 
 
 class Daemon:
-	"""tcptapd in the foreground with the tracepoint backend, stderr kept in a file."""
+	"""tcptapd in the foreground with the backend BACKEND, stderr kept in a file."""
 
 	def __init__(self, binary, workdir, label, args, cpu=None):
 		self.label = label
 		self.socket_path = os.path.join(workdir, label + ".sock")
 		self.stderr_path = os.path.join(workdir, label + ".stderr")
-		self.argv = [binary, "--socket", self.socket_path, "--backend", "tracepoint"] + args
+		self.argv = [binary, "--socket", self.socket_path, "--backend", BACKEND] + args
 		command = self.argv
 		if cpu is not None:
 			# Pin before exec, so that every thread of tcptapd inherits it;
