@@ -249,6 +249,7 @@ int main(int argc, char **argv)
 	struct sigaction sa = { .sa_handler = on_signal };
 	uint64_t deadline_ns = 0;
 	double duration;
+	char *end;
 	int c, fd, err;
 
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -257,12 +258,17 @@ int main(int argc, char **argv)
 			path = optarg;
 			break;
 		case 'n':
-			r.netns = strtoull(optarg, NULL, 10);
+			errno = 0;
+			r.netns = strtoull(optarg, &end, 10);
+			if (errno || end == optarg || *end != '\0') {
+				fprintf(stderr, "bench-client: invalid netns inode '%s'\n", optarg);
+				return 2;
+			}
 			r.has_netns = true;
 			break;
 		case 'd':
-			duration = strtod(optarg, NULL);
-			if (!(duration > 0)) {
+			duration = strtod(optarg, &end);
+			if (!(duration > 0) || *end != '\0') {
 				fprintf(stderr, "bench-client: invalid duration '%s'\n", optarg);
 				return 2;
 			}
