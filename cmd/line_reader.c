@@ -104,3 +104,9 @@ int line_reader_next(struct line_reader *reader, char **ret_line, size_t *ret_le
 		reader->end += n;
 	}
 }
+
+bool line_reader_has_line(const struct line_reader *reader)
+{
+	return reader->end > reader->start &&
+	       memchr(reader->buf + reader->start, '\n', reader->end - reader->start) != NULL;
+}

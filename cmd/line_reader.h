@@ -2,6 +2,7 @@
 #ifndef TCPTAP_LINE_READER_H
 #define TCPTAP_LINE_READER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /*
@@ -35,5 +36,8 @@ void line_reader_free(struct line_reader *reader);
  * -ETIMEDOUT when no byte arrived for timeout_ms, -ENOMEM, and the errno of poll() or read().
  */
 int line_reader_next(struct line_reader *reader, char **ret_line, size_t *ret_len);
+
+/* True if a whole line is already buffered, so line_reader_next() will not block. */
+bool line_reader_has_line(const struct line_reader *reader);
 
 #endif /* TCPTAP_LINE_READER_H */
