@@ -11,7 +11,7 @@
 /* Return the listening socket passed by systemd (LISTEN_FDS) if there is
  * one, else create, bind and listen on path: its directory is created with
  * mode 0755, the socket gets mode 0660 and, if the group exists, group
- * group_name. *ret_activated tells which of the two happened. */
+ * group_name. *ret_activated is true for a socket passed by systemd. */
 int sd_glue_listen(const char *path, const char *group_name, int *ret_fd, bool *ret_activated);
 
 /* Check that path can be used for the listening socket: nothing is there,

@@ -352,7 +352,7 @@ static void attribute_to(struct seed_conn *c, const char *pid, uint64_t cgroup)
 	}
 }
 
-/* Attribute the entries whose socket inode pid holds in its fd table. */
+/* Attribute the entries whose socket inode is open in pid's fd table. */
 static size_t attribute_pid(struct seed_list *list, const char *pid)
 {
 	char path[300], target[64];

@@ -35,8 +35,8 @@ struct seed_list {
  * instead). */
 int seed_dump_all(struct seed_list *list);
 
-/* Fill pid, tid, comm and cgroup of each entry from the process that holds its
- * socket inode, as found in /proc/<pid>/fd. Entries without a holder keep
+/* Fill pid, tid, comm and cgroup of each entry from the process that has its
+ * socket inode, as found in /proc/<pid>/fd. Entries no process has open keep
  * pid 0. Returns how many entries were attributed. */
 size_t seed_attribute(struct seed_list *list);
 

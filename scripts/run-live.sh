@@ -14,8 +14,9 @@ log=$(mktemp /tmp/tcptapd.XXXXXX.log)
 daemon=$!
 trap 'kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null; echo "tcptapd log: $log" >&2' EXIT
 
-# The daemon serves once its programs are attached and the table is seeded;
-# a socket file alone may be a stale one that the daemon is about to replace.
+# The daemon serves once its programs are attached and the table is seeded. A
+# socket file alone proves nothing, because it may be a stale one that the
+# daemon is about to replace.
 ready=false
 for _ in $(seq 1 200); do
 	if ./build/cmd/tcptap stats --socket "$socket" >/dev/null 2>&1; then
