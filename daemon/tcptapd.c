@@ -97,6 +97,7 @@ struct daemon {
 	uint64_t last_summary_ns;
 	uint64_t last_misses;
 	uint64_t last_output_failed;
+	uint64_t last_table_full;	/* conn_table_stats.full at the last check */
 	bool reconcile_due;		/* records were lost: look for stale table entries */
 	char boot_id[40];
 	char run_id[33];
@@ -719,6 +720,21 @@ static void log_summary(struct daemon *d, uint64_t now)
 		 d->seq, d->counters.lost_samples, d->counters.late, stalls, ss.overflows);
 }
 
+/* Warn, at most once per housekeeping tick, when connections did not fit in
+ * the table: they are published but missing from snapshots. */
+static void check_table_full(struct daemon *d)
+{
+	struct conn_table_stats ts;
+
+	conn_table_get_stats(d->table, &ts);
+	if (ts.full == d->last_table_full)
+		return;
+	log_warning("The connection table is full (%" PRIu64 " entries, --max-connections): %"
+		    PRIu64 " connections are missing from snapshots and dumps",
+		    (uint64_t)ts.max_entries, (uint64_t)(ts.full - d->last_table_full));
+	d->last_table_full = ts.full;
+}
+
 static int on_housekeeping(sd_event_source *s, uint64_t usec, void *userdata)
 {
 	struct daemon *d = userdata;
@@ -727,6 +743,7 @@ static int on_housekeeping(sd_event_source *s, uint64_t usec, void *userdata)
 
 	update_online_cpus(d);
 	check_kernel_counters(d, now);
+	check_table_full(d);
 	loader_check_accept_waiters(d->loader);
 	if (d->reconcile_due) {
 		d->reconcile_due = false;
