@@ -332,11 +332,24 @@ static __always_inline void on_connect_done(void *ctx, struct sock *sk, bool btf
 	inflight_exit(slot);
 }
 
+/*
+ * The child joins the accept queue before this transition runs, so accept()
+ * on another CPU can return it first and on_accepted() then inserts it as
+ * LIVE. That entry must stay: replacing it with PENDING would hide the
+ * close. Any other entry was left by an earlier socket at the same address
+ * and is replaced.
+ */
 static __always_inline void on_passive_established(struct sock *sk, __u64 cookie)
 {
 	struct conn_state state = { .phase = PHASE_PENDING_ACCEPT, .cookie = cookie };
+	struct conn_state *existing;
 	__u64 key = (__u64)sk;
 
+	if (bpf_map_update_elem(&conns, &key, &state, BPF_NOEXIST) == 0)
+		return;
+	existing = bpf_map_lookup_elem(&conns, &key);
+	if (existing && existing->phase == PHASE_LIVE)
+		return;
 	if (bpf_map_update_elem(&conns, &key, &state, BPF_ANY))
 		count(TCPTAP_CNT_OWNER_MAP_FULL);
 }
@@ -457,7 +470,35 @@ static __always_inline void on_accepted(void *ctx, struct sock *sk)
 	ev.ts_ns = bpf_ktime_get_ns();
 	fill_owner(&owner);
 	state = bpf_map_lookup_elem(&conns, &key);
-	if (state) {
+	if (!state) {
+		/* Established before the programs were attached, or accept()
+		 * returned the child before its transition to ESTABLISHED ran
+		 * on another CPU. NOTE: in the second case the cookie may not
+		 * exist yet, and the connection gets a synthetic one. If the
+		 * connection closes concurrently with this accept, the close
+		 * can be missed; the window is a few instructions wide. */
+		struct conn_state live = { .owner = owner, .phase = PHASE_LIVE };
+		unsigned char skstate;
+
+		live.cookie = cookie_or_synthetic(read_cookie(sk, false));
+		ev.cookie = live.cookie;
+		if (bpf_map_update_elem(&conns, &key, &live, BPF_NOEXIST) == 0) {
+			skstate = BPF_CORE_READ(sk, __sk_common.skc_state);
+			/* SYN_RECV: the handshake completion is still running. */
+			if (skstate != TCP_SYN_RECV && skstate != TCP_ESTABLISHED &&
+			    skstate != TCP_CLOSE_WAIT)
+				closed = bpf_map_delete_elem(&conns, &key) == 0;
+			goto output;
+		}
+		/* The transition to ESTABLISHED inserted its entry meanwhile:
+		 * take it over below, or its close would never be reported. */
+		state = bpf_map_lookup_elem(&conns, &key);
+		if (!state) {
+			count(TCPTAP_CNT_OWNER_MAP_FULL);
+			goto output;
+		}
+	}
+	{
 		__u32 old;
 
 		if (state->phase != PHASE_PENDING_ACCEPT && state->phase != PHASE_CLOSED_UNACCEPTED)
@@ -473,22 +514,9 @@ static __always_inline void on_accepted(void *ctx, struct sock *sk)
 		} else if (old != PHASE_PENDING_ACCEPT) {
 			goto out;
 		}
-	} else {
-		/* Established before the programs were attached. NOTE: if this
-		 * connection closes concurrently with this accept, the close can
-		 * be missed; the window is a few instructions wide. */
-		struct conn_state live = { .owner = owner, .phase = PHASE_LIVE };
-		unsigned char skstate;
-
-		live.cookie = cookie_or_synthetic(read_cookie(sk, false));
-		ev.cookie = live.cookie;
-		if (bpf_map_update_elem(&conns, &key, &live, BPF_NOEXIST))
-			count(TCPTAP_CNT_OWNER_MAP_FULL);
-		skstate = BPF_CORE_READ(sk, __sk_common.skc_state);
-		if (skstate != TCP_ESTABLISHED && skstate != TCP_CLOSE_WAIT)
-			closed = bpf_map_delete_elem(&conns, &key) == 0;
 	}
 
+output:
 	set_owner(&ev, &owner);
 	fill_sock(&ev, sk, false);
 	emit(ctx, &ev);

@@ -1217,6 +1217,16 @@ static int setup_loop(struct daemon *d)
 	return err;
 }
 
+/* Publish what happened before the stop: the records still in the rings or
+ * held for the last tick's proof would otherwise never reach the clients. */
+static void release_before_exit(struct daemon *d)
+{
+	if (!wait_for_frontiers(d, now_ns()))
+		log_warning("A CPU did not prove its frontier at stop; its newest records are "
+			    "not published");
+	merger_release(d->merger, now_ns(), publish, d);
+}
+
 static void daemon_free(struct daemon *d)
 {
 	server_free(d->server);
@@ -1296,6 +1306,7 @@ static int run(int argc, char **argv)
 		log_error("Event loop failed: %s", strerror(-err));
 	sd_glue_notify_stopping();
 	log_notice("Stopping");
+	release_before_exit(&d);
 	server_shutdown(d.server, SHUTDOWN_FLUSH_MS);
 out:
 	daemon_free(&d);
