@@ -92,9 +92,10 @@ static __always_inline __u64 *inflight_slot(void)
 }
 
 /*
- * Increments must happen before the program reads the clock and decrements
- * after its bpf_perf_event_output() returned; both are atomic instructions,
- * which the compiler does not move across the helper calls around them.
+ * The increment must come before the program reads the clock, and the
+ * decrement after its bpf_perf_event_output() returned. Both are atomic
+ * instructions, which the compiler does not move across the helper calls
+ * around them.
  */
 static __always_inline void inflight_enter(__u64 *slot)
 {
@@ -165,8 +166,8 @@ static __always_inline bool ipv6_is_v4mapped(const struct in6_addr *a)
 
 /*
  * Reads a field of sk. Where sk is a BTF pointer (btf_sk: the arguments of
- * tp_btf and fentry programs) the read is a plain load, which the JIT guards
- * against faults; bpf_probe_read_kernel() costs a helper call per field and
+ * tp_btf and fentry programs), the read is a plain load that the JIT guards
+ * against faults. bpf_probe_read_kernel() costs a helper call per field and
  * was the largest part of the event programs' time. kprobe arguments and
  * sockets found through the fd table are plain integers to the verifier and
  * need the helper. btf_sk is a constant in every program, so the compiler
@@ -238,7 +239,7 @@ __u64 synthetic_cookie_next = 0;
 
 /*
  * kprobes cannot call bpf_get_socket_cookie(), and a socket's cookie stays 0
- * until something asks for it. Such a socket gets a cookie of tcptap's own,
+ * until some caller generates it. Such a socket gets a cookie of tcptap's own,
  * with bit 63 set so it can never equal a kernel cookie (those count up from
  * 1), stored with the socket's state and reused by its later records. It
  * differs from what SO_COOKIE would return for that socket.
@@ -251,8 +252,8 @@ static __always_inline __u64 cookie_or_synthetic(__u64 cookie)
 }
 
 /* Program flavors: TRACING programs (tp_btf, fentry) may call
- * bpf_get_socket_cookie(), which assigns a cookie if the socket has none;
- * kprobes read it and fall back to a synthetic one. */
+ * bpf_get_socket_cookie(), which assigns a cookie if the socket has none.
+ * kprobes read the cookie and fall back to a synthetic one. */
 #define GEN_COOKIE(sk, can_generate) \
 	((can_generate) ? bpf_get_socket_cookie(sk) : \
 			  cookie_or_synthetic(read_cookie(sk, false)))
@@ -411,7 +412,7 @@ out:
 }
 
 /* The transitions on_state_change() acts on. About half of a connection's
- * state changes are none of these, and they return before reading the socket. */
+ * state changes are other ones, which return before reading the socket. */
 static __always_inline bool is_tracked_transition(int oldstate, int newstate)
 {
 	if (newstate == TCP_SYN_SENT || oldstate == TCP_SYN_SENT)
@@ -614,7 +615,7 @@ int tcptap_sync_timer(void *ctx)
 }
 
 /*
- * On-demand sync: never attached; tcptapd runs it with BPF_PROG_TEST_RUN and
+ * On-demand sync, never attached. tcptapd runs it with BPF_PROG_TEST_RUN and
  * BPF_F_TEST_RUN_ON_CPU, which executes it on the chosen CPU, so the record
  * lands in that CPU's ring before the syscall returns.
  */

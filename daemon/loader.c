@@ -124,7 +124,7 @@ static void disable_other_backends(struct tcptap_bpf *skel, enum backend chosen)
 	bpf_program__set_autoattach(skel->progs.tcptap_sync_now, false);
 	bpf_program__set_autoattach(skel->progs.tcptap_sync_timer, false);
 	/* Attached by loader_watch_accept_waiters(), only while needed. The
-	 * tracepoint backend sees those accepts through its syscall
+	 * tracepoint backend reports those accepts through its syscall
 	 * tracepoints. */
 	bpf_program__set_autoattach(skel->progs.accept_waiter_exit, false);
 	bpf_program__set_autoload(skel->progs.accept_waiter_exit, chosen != BACKEND_TRACEPOINT);
@@ -185,10 +185,8 @@ static void detach_events(struct loader *l)
 	l->nlinks = 0;
 }
 
-/* Open, load and attach backend b into l. On failure l holds nothing and
- * reason says why. */
 /* Attach the event programs of l's backend. On failure nothing stays
- * attached and reason says why. */
+ * attached and reason contains the cause. */
 static int attach_events(struct loader *l, char *reason, size_t size)
 {
 	struct bpf_program *const *progs;
@@ -212,7 +210,7 @@ static int attach_events(struct loader *l, char *reason, size_t size)
 }
 
 /* Open and load backend b into l, and attach its event programs if attach is
- * set. On failure l holds nothing and reason says why. */
+ * set. On failure l keeps nothing loaded and reason contains the cause. */
 static int try_backend(const struct loader_config *cfg, enum backend b, bool attach,
 		       struct loader *l, char *reason, size_t size)
 {
@@ -396,7 +394,7 @@ int loader_tracked_cookies(const struct loader *l, struct cookie_set *set)
 	void *prev;
 	int err = 0;
 
-	/* Entries can vanish while the maps are walked; a key that is gone
+	/* Entries can vanish while the maps are walked. A key that is gone
 	 * makes bpf_map_get_next_key() restart from the first key, so some
 	 * entries may be visited twice, and the walk is bounded. */
 	for (prev = NULL; err == 0 && steps++ < max_steps &&

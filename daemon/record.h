@@ -13,17 +13,17 @@ enum record_kind {
 	RECORD_LOST = 100,	/* the kernel dropped samples on one CPU's ring */
 };
 
-/* Why a RECORD_LOST record was published. */
+/* Cause of a RECORD_LOST record. */
 enum record_lost_reason {
 	/* The kernel dropped samples because ev.cpu's perf ring was full. */
 	RECORD_LOST_RING_FULL = 0,
 	/* The kernel skipped event program runs that would have nested inside
-	 * a run of the same program on one CPU (bpf_prog_info.recursion_misses);
-	 * which CPU is not known. */
+	 * a run of the same program on one CPU (bpf_prog_info.recursion_misses).
+	 * The CPU is not known. */
 	RECORD_LOST_NESTED = 1,
 };
 
-/* How a connection entered the table. */
+/* Source of a table entry: the record that introduced the connection. */
 enum record_origin {
 	RECORD_ORIGIN_NONE = 0,
 	RECORD_ORIGIN_CONNECT = 1,
@@ -33,8 +33,8 @@ enum record_origin {
 
 /*
  * One entry of the merged stream. ev.type is an enum tcptap_event_type value
- * or RECORD_LOST; for RECORD_LOST, lost_count is the number of records lost,
- * lost_reason says why and, for RECORD_LOST_RING_FULL, ev.cpu names the ring.
+ * or RECORD_LOST. For RECORD_LOST, lost_count is the number of records lost,
+ * lost_reason is the cause and, for RECORD_LOST_RING_FULL, ev.cpu is the ring.
  */
 struct record {
 	uint64_t seq;		/* position in the merged stream; 0 until published */

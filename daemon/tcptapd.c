@@ -406,9 +406,9 @@ static void release_tick(struct daemon *d)
 	(void)ring_reader_drain(d->reader);
 
 	/* While records are held, prove every online CPU's frontier up to now,
-	 * not only past the oldest held record: the last timer sync of a CPU can
-	 * be a sync interval old, and the records after it would wait for the
-	 * next tick, doubling their release latency. */
+	 * not only past the oldest held record. The last timer sync of a CPU can
+	 * be a sync interval old, and the records after it would then wait for
+	 * the next tick, doubling their release latency. */
 	merger_get_stats(d->merger, &ms);
 	if (d->opt.release_rule == MERGER_RULE_SYNC && ms.pending > 0) {
 		for (unsigned int cpu = 0; cpu < d->ncpus; cpu++)
@@ -496,10 +496,10 @@ static int open_rings(struct daemon *d, struct ring_reader **ret_reader,
 /*
  * The kernel opens a perf ring only for the CPUs online when the reader is
  * created, and a CPU that goes offline loses its ring's event. When a CPU
- * comes online, new rings replace the old ones: the new reader takes over
- * the map slots first, then the old rings are drained into the merger ahead
- * of anything the new ones hold, so no record and no sync is read out of ring
- * order.
+ * comes online, new rings replace the old ones. The new reader takes over
+ * the map slots first. Then the old rings are drained into the merger ahead
+ * of anything the new ones contain, so no record and no sync is read out of
+ * ring order.
  */
 static void reopen_rings(struct daemon *d)
 {
@@ -611,11 +611,12 @@ static void collect_held_close(const struct record *r, void *userdata)
 
 /*
  * After records were lost, the table can hold connections whose close was
- * among them. The BPF side forgets a connection when its socket leaves
- * ESTABLISHED/CLOSE_WAIT (or is destroyed), whether or not the close record
- * reached a ring, so a table entry that the BPF side no longer tracks and
- * whose close is not held in the merger is closed here, marked inferred.
- * The close program forgets the connection before it writes its record, so
+ * among them. The BPF side deletes a connection from its conns map when the
+ * socket leaves ESTABLISHED/CLOSE_WAIT (or is destroyed), whether or not the
+ * close record reached a ring. A table entry that the BPF side no longer
+ * tracks and whose close is not held in the merger is therefore closed here,
+ * marked inferred.
+ * The close program deletes the connection before it writes its record, so
  * the tracked set is read first and the merger is then brought past that
  * moment: a close whose program had started by then is held or released.
  */
@@ -720,8 +721,9 @@ static void log_summary(struct daemon *d, uint64_t now)
 		 d->seq, d->counters.lost_samples, d->counters.late, stalls, ss.overflows);
 }
 
-/* Warn, at most once per housekeeping tick, when connections did not fit in
- * the table: they are published but missing from snapshots. */
+/* Warn, once per housekeeping tick that finds new ones, about connections
+ * that did not fit in the table. They are published but missing from
+ * snapshots. */
 static void check_table_full(struct daemon *d)
 {
 	struct conn_table_stats ts;
@@ -928,9 +930,9 @@ static void write_seed_owner(struct daemon *d, const struct seed_conn *c)
 /*
  * Puts the connections that existed before start into the table, tied to the
  * stream position before the first published record. The BPF programs are
- * attached first and their records held; the first dump finds the existing
+ * attached first and their records held. The first dump finds the existing
  * connections and registers them with the BPF side, so their closes are
- * reported from then on; a second dump finds those that closed before the
+ * reported from then on. A second dump finds those that closed before the
  * registration took effect. Reconciled by cookie: a connection whose
  * connect or accept record is held is introduced by that record, not seeded;
  * one that is gone from the second dump without a held close closed before

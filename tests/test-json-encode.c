@@ -525,16 +525,19 @@ static void test_max_length(void)
 	memset(r.ev.comm, 0xff, TCPTAP_COMM_LEN);
 
 	len = json_encode_record(&r, buf, sizeof(buf));
-	CHECK(len > 0 && len <= JSON_RECORD_MAX_BYTES);
+	CHECK(len > 0);
+	CHECK(len <= JSON_RECORD_MAX_BYTES);
 	fprintf(stderr, "longest record line: %d bytes (limit %d)\n", len, JSON_RECORD_MAX_BYTES);
 
 	len = json_encode_snapshot(&r, buf, sizeof(buf));
-	CHECK(len > 0 && len <= JSON_RECORD_MAX_BYTES);
+	CHECK(len > 0);
+	CHECK(len <= JSON_RECORD_MAX_BYTES);
 
 	/* C1 controls take 2 input bytes for 6 output bytes, fewer than 0xff's 1 for 6. */
 	memset(r.ev.comm, 0x01, TCPTAP_COMM_LEN);
 	len = json_encode_record(&r, buf, sizeof(buf));
-	CHECK(len > 0 && len <= JSON_RECORD_MAX_BYTES);
+	CHECK(len > 0);
+	CHECK(len <= JSON_RECORD_MAX_BYTES);
 }
 
 static void test_errno_names(void)
@@ -693,7 +696,7 @@ static void append_encoded(char *out, size_t *n, size_t size, int len)
 }
 
 /*
- * The golden stream: what a subscriber sees from a hand-built daemon state.
+ * The golden stream: what a subscriber receives from a hand-built daemon state.
  * Each element is either a record (encoded as a record or as a snapshot) or a
  * message built by one of the json-c encoders.
  */

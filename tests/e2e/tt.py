@@ -512,9 +512,9 @@ TUPLE_FIELDS = ("netns", "family", "saddr", "sport", "daddr", "dport")
 
 def resolve_synthetic_cookies(checker, records, expects):
 	"""Return records with tcptap-assigned cookies replaced by the socket's
-	own. The kprobe backend cannot ask the kernel for a socket's cookie and
-	reports one of its own with bit 63 set, which SO_COOKIE cannot return;
-	such a record is matched to its expectation by netns and 4-tuple, and all
+	own. The kprobe backend cannot get a socket's cookie from the kernel and
+	reports one of its own with bit 63 set, which SO_COOKIE never returns.
+	Such a record is matched to its expectation by netns and 4-tuple, and all
 	records of one synthetic cookie must name the same socket."""
 	by_tuple = {tuple(e.fields.get(f) for f in TUPLE_FIELDS): e.fields["cookie"]
 		    for e in expects}
@@ -537,8 +537,8 @@ def resolve_synthetic_cookies(checker, records, expects):
 
 def connections_not_paired(records, conns):
 	"""Return the connection ends (cookie, their record types) whose records
-	are not exactly an introduction then a close; conns holds (client cookie,
-	server cookie) pairs as SO_COOKIE read them. Records with synthetic
+	are not exactly an introduction then a close. conns contains (client
+	cookie, server cookie) pairs as SO_COOKIE read them. Records with synthetic
 	cookies (kprobe backend) cannot be tied to SO_COOKIE values, so they are
 	checked by shape: one [connect, close] and one [accept, close] group per
 	connection."""
