@@ -363,6 +363,13 @@ static __always_inline void on_passive_established(struct sock *sk, __u64 cookie
  * on_accepted(), never twice and never before its accept. The timestamp is
  * taken after the swap, so it is later than the accept record's timestamp,
  * which on_accepted() takes before its own swap.
+ *
+ * A PENDING entry whose socket already has a struct socket (sk_socket, set
+ * when accept() grafts it to the new file) belongs to a connection accepted
+ * before the accept programs were attached: the programs are attached one by
+ * one, and the handshake completion can run after accept() returned the
+ * child. If the start-up dump registered it, its close is reported as a
+ * seeded connection's.
  */
 static __always_inline void on_closed(void *ctx, struct sock *sk, bool btf_sk)
 {
@@ -381,8 +388,11 @@ static __always_inline void on_closed(void *ctx, struct sock *sk, bool btf_sk)
 	if (state) {
 		if (state->phase == PHASE_PENDING_ACCEPT &&
 		    __sync_val_compare_and_swap(&state->phase, PHASE_PENDING_ACCEPT,
-						PHASE_CLOSED_UNACCEPTED) == PHASE_PENDING_ACCEPT)
-			goto out;
+						PHASE_CLOSED_UNACCEPTED) == PHASE_PENDING_ACCEPT) {
+			if (!SK_READ(btf_sk, sk, sk_socket))
+				goto out;
+			goto seeded_close;
+		}
 		if (state->phase != PHASE_LIVE)
 			goto out;
 		set_owner(&ev, &state->owner);
@@ -392,6 +402,7 @@ static __always_inline void on_closed(void *ctx, struct sock *sk, bool btf_sk)
 		goto output;
 	}
 
+seeded_close:
 	cookie = read_cookie(sk, btf_sk);
 	if (!cookie)
 		goto out;

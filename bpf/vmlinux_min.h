@@ -85,11 +85,14 @@ struct sock_common {
 
 /* sk_protocol and sk_type are plain u16 fields since Linux 5.6; earlier
  * kernels kept them in bitfields, which this header does not support. */
+struct socket;
+
 struct sock {
 	struct sock_common __sk_common;
 	__u16 sk_type;
 	__u16 sk_protocol;
 	int sk_err;
+	struct socket *sk_socket;
 };
 
 struct inet_sock {
