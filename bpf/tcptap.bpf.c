@@ -364,12 +364,12 @@ static __always_inline void on_passive_established(struct sock *sk, __u64 cookie
  * taken after the swap, so it is later than the accept record's timestamp,
  * which on_accepted() takes before its own swap.
  *
- * A PENDING entry whose socket already has a struct socket (sk_socket, set
- * when accept() grafts it to the new file) belongs to a connection accepted
- * before the accept programs were attached: the programs are attached one by
- * one, and the handshake completion can run after accept() returned the
- * child. If the start-up dump registered it, its close is reported as a
- * seeded connection's.
+ * accept() sets sk_socket when it grafts the child to its new file. A
+ * PENDING entry whose socket has sk_socket set belongs to a connection
+ * accepted before the accept programs were attached. That happens because
+ * the programs are attached one by one, and because the handshake completion
+ * can run after accept() returned the child. If the start-up dump registered
+ * such a connection, its close is reported as a seeded connection's.
  */
 static __always_inline void on_closed(void *ctx, struct sock *sk, bool btf_sk)
 {
