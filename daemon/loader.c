@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
@@ -29,6 +30,7 @@ struct loader {
 	struct bpf_link **sync_links;	/* per CPU; NULL where not attached */
 	struct bpf_link *waiters_link;	/* accept_waiter_exit while threads wait */
 	int *sync_fds;			/* per CPU perf event fds; -1 where not open */
+	uint64_t test_attach_gap_ns;	/* see loader_config; 0 while probing backends */
 };
 
 static const char *const backend_names[] = {
@@ -194,8 +196,20 @@ static int attach_events(struct loader *l, char *reason, size_t size)
 
 	progs = backend_programs(l->skel, l->backend, &n);
 	for (size_t i = 0; i < n; i++) {
-		struct bpf_link *link = bpf_program__attach(progs[i]);
+		struct bpf_link *link;
 
+		/* Test option: widens the window in which state changes are
+		 * traced and accepts are not. */
+		if (i == 1 && l->test_attach_gap_ns > 0) {
+			struct timespec pause = {
+				.tv_sec = (time_t)(l->test_attach_gap_ns / 1000000000),
+				.tv_nsec = (long)(l->test_attach_gap_ns % 1000000000),
+			};
+
+			while (nanosleep(&pause, &pause) < 0 && errno == EINTR)
+				;
+		}
+		link = bpf_program__attach(progs[i]);
 		if (!link) {
 			int err = errno;
 
@@ -517,6 +531,7 @@ int loader_open(const struct loader_config *cfg, struct loader **ret_loader)
 		return err;
 	}
 
+	l->test_attach_gap_ns = cfg->test_attach_gap_ns;
 	*ret_loader = l;
 	return 0;
 }

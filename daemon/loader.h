@@ -28,6 +28,8 @@ struct loader_config {
 	uint64_t test_stall_ns;
 	uint32_t test_stall_cpu;
 	uint32_t test_stall_netns;
+	/* test only: pause after attaching the state-change program */
+	uint64_t test_attach_gap_ns;
 };
 
 struct loader;

@@ -66,6 +66,7 @@ struct options {
 	uint64_t test_stall_cpu;
 	uint64_t test_stall_ms;
 	uint64_t test_stall_netns;
+	uint64_t test_attach_gap_ms;
 };
 
 /* Counters of what tcptapd published or held back, by reason. */
@@ -141,7 +142,9 @@ static void usage(FILE *out)
 		"                         watermark, which can reorder records\n"
 		"  --test-stall-cpu N     CPU whose event programs busy-wait (see below)\n"
 		"  --test-stall-ms MS     busy-wait between timestamp and output, in ms\n"
-		"  --test-stall-netns INO only for sockets in this network namespace inode\n",
+		"  --test-stall-netns INO only for sockets in this network namespace inode\n"
+		"  --test-attach-gap MS   pause between attaching the state-change program\n"
+		"                         and the accept programs, in ms\n",
 		DEFAULT_SOCKET_PATH, DEFAULT_SYNC_INTERVAL_MS, DEFAULT_MAX_HOLD_MS,
 		DEFAULT_PERF_PAGES, DEFAULT_MAX_CONNECTIONS, DEFAULT_HISTORY_RECORDS,
 		DEFAULT_CLIENT_QUEUE_BYTES, DEFAULT_MAX_CLIENTS);
@@ -180,6 +183,7 @@ enum {
 	OPT_TEST_STALL_CPU,
 	OPT_TEST_STALL_MS,
 	OPT_TEST_STALL_NETNS,
+	OPT_TEST_ATTACH_GAP,
 };
 
 /* Returns 1 to run, 0 to exit successfully (--help, --version), < 0 on error. */
@@ -202,6 +206,7 @@ static int parse_options(int argc, char **argv, struct options *opt)
 		{ "test-stall-cpu", required_argument, NULL, OPT_TEST_STALL_CPU },
 		{ "test-stall-ms", required_argument, NULL, OPT_TEST_STALL_MS },
 		{ "test-stall-netns", required_argument, NULL, OPT_TEST_STALL_NETNS },
+		{ "test-attach-gap", required_argument, NULL, OPT_TEST_ATTACH_GAP },
 		{ 0 },
 	};
 	int c, err = 0;
@@ -289,6 +294,10 @@ static int parse_options(int argc, char **argv, struct options *opt)
 			break;
 		case OPT_TEST_STALL_MS:
 			err = parse_u64("--test-stall-ms", optarg, 0, 1000, &opt->test_stall_ms);
+			break;
+		case OPT_TEST_ATTACH_GAP:
+			err = parse_u64("--test-attach-gap", optarg, 0, 10000,
+					&opt->test_attach_gap_ms);
 			break;
 		case OPT_TEST_STALL_NETNS:
 			err = parse_u64("--test-stall-netns", optarg, 0, UINT32_MAX,
@@ -1070,6 +1079,7 @@ static int setup_tracing(struct daemon *d)
 		.test_stall_ns = d->opt.test_stall_ms * NSEC_PER_MSEC,
 		.test_stall_cpu = (uint32_t)d->opt.test_stall_cpu,
 		.test_stall_netns = (uint32_t)d->opt.test_stall_netns,
+		.test_attach_gap_ns = d->opt.test_attach_gap_ms * NSEC_PER_MSEC,
 	};
 	struct merger_config mc = {
 		.ncpus = d->ncpus,

@@ -13,7 +13,11 @@ introduced twice, and no close may come without an introduction.
 
 Then tcptapd is stopped with SIGTERM and started again while the load keeps
 running, and a subscriber of the new run (a new run_id) must pass the same
-checks. The load reports its sockets' cookies, addresses and CLOCK_MONOTONIC
+checks. The second start pauses ATTACH_GAP_MS between attaching the
+state-change program and the accept programs. Meanwhile the load opens a
+connection every TRICKLE_PAUSE_S until the daemon serves, and keeps them open
+to the end. Those made in the gap have their handshake traced but not their
+accept(), and their closes must still be reported. The load reports its sockets' cookies, addresses and CLOCK_MONOTONIC
 windows, so every record is matched by cookie and checked against the
 4-tuple, process and time the load saw. Last, tcptapd is stopped while a
 client reads slowly, and that client's stream must end with a whole line.
@@ -44,6 +48,9 @@ SLOW_READ_WAIT_S = 20
 # Rings of 4 MiB per CPU, so a burst of other traffic on the machine while the
 # daemon seeds does not overflow them.
 DAEMON_ARGS = ["--log-level", "debug", "--perf-pages", "1024"]
+ATTACH_GAP_MS = 400
+TRICKLE_PAUSE_S = 0.02
+TRICKLE_MAX_COUNT = 1000
 
 
 def count_during(ends, t_from, t_to, key):
@@ -51,9 +58,33 @@ def count_during(ends, t_from, t_to, key):
 	return sum(1 for e in ends if e[key] is not None and t_from <= e[key][0] <= t_to)
 
 
-def start_and_subscribe(session, tools, netns, label):
+class Trickle:
+	"""Opens one connection of the load every TRICKLE_PAUSE_S and keeps it
+	open, at most TRICKLE_MAX_COUNT, until stop()."""
+
+	def __init__(self, load):
+		self.load = load
+		self.count = 0
+		self.done = threading.Event()
+		self.thread = threading.Thread(target=self._run, daemon=True)
+		self.thread.start()
+
+	def _run(self):
+		while not self.done.is_set() and self.count < TRICKLE_MAX_COUNT:
+			self.load.call("hold", count=1)
+			self.count += 1
+			self.done.wait(TRICKLE_PAUSE_S)
+
+	def stop(self):
+		self.done.set()
+		self.thread.join(su.LOAD_REPLY_TIMEOUT_S)
+		return self.count
+
+
+def start_and_subscribe(session, tools, netns, label, extra_args=()):
 	t_launch = su.now_ns()
-	daemon = session.start_daemon(tools.tcptapd, netns, DAEMON_ARGS, label="tcptapd-" + label)
+	daemon = session.start_daemon(tools.tcptapd, netns, DAEMON_ARGS + list(extra_args),
+				      label="tcptapd-" + label)
 	client = su.subscribe(session, daemon, su.netns_request(netns), tools.schema,
 			      label + " subscriber")
 	tt.log("%s: %d snapshot records at seq %s" % (label, len(client.snapshot),
@@ -105,7 +136,10 @@ def main(session, tools, cpus):
 	session.stop_daemon(first)
 	checker.check(client1.wait_eof(), "first subscriber: end of stream after SIGTERM",
 		      "EOF", "still open")
-	t_launch2, second, client2 = start_and_subscribe(session, tools, netns, "second")
+	trickle = Trickle(load)
+	t_launch2, second, client2 = start_and_subscribe(session, tools, netns, "second",
+							 ["--test-attach-gap", str(ATTACH_GAP_MS)])
+	tt.log("second: the load held %d connections opened during the start" % trickle.stop())
 	time.sleep(CHURN_AFTER_SNAPSHOT_S)
 
 	tt.log("== close everything")
