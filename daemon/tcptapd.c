@@ -98,6 +98,8 @@ struct daemon {
 	uint64_t last_summary_ns;
 	uint64_t last_misses;
 	uint64_t last_output_failed;
+	uint64_t logged_misses;		/* totals at the last warning about them */
+	uint64_t logged_output_failed;
 	uint64_t last_table_full;	/* conn_table_stats.full at the last check */
 	bool reconcile_due;		/* records were lost: look for stale table entries */
 	char boot_id[40];
@@ -702,11 +704,17 @@ static void check_kernel_counters(struct daemon *d, uint64_t now)
 		lost.ev.ts_ns = ms.last_released_ts;
 		publish(&lost, d);
 	}
-	if (ratelimit_allow(&d->kernel_rl, now, &suppressed))
+	/* The counts cover everything since the last warning, including the
+	 * rounds whose warning the rate limit suppressed. */
+	if (ratelimit_allow(&d->kernel_rl, now, &suppressed)) {
 		log_warning("The kernel side missed records: %" PRIu64 " program runs skipped "
 			    "while another was running on the same CPU, %" PRIu64 " outputs to "
-			    "full rings", misses - d->last_misses,
-			    totals[TCPTAP_CNT_OUTPUT_FAILED] - d->last_output_failed);
+			    "full rings (%" PRIu64 " similar messages suppressed)",
+			    misses - d->logged_misses,
+			    totals[TCPTAP_CNT_OUTPUT_FAILED] - d->logged_output_failed, suppressed);
+		d->logged_misses = misses;
+		d->logged_output_failed = totals[TCPTAP_CNT_OUTPUT_FAILED];
+	}
 	d->last_misses = misses;
 	d->last_output_failed = totals[TCPTAP_CNT_OUTPUT_FAILED];
 }
@@ -952,7 +960,7 @@ static int seed_table(struct daemon *d)
 	struct seed_list first = { 0 }, second = { 0 };
 	struct cookie_set still_open = { 0 };
 	struct held_cookies held = { 0 };
-	size_t attributed, seeded = 0, skipped = 0;
+	size_t attributed = 0, seeded = 0, skipped = 0;
 	uint64_t t_first, t_second;
 	int err;
 
@@ -960,7 +968,7 @@ static int seed_table(struct daemon *d)
 	err = seed_dump_all(&first);
 	if (err < 0)
 		goto out;
-	attributed = seed_attribute(&first);
+	(void)seed_attribute(&first);
 	for (size_t i = 0; i < first.count; i++)
 		write_seed_owner(d, &first.items[i]);
 	(void)ring_reader_drain(d->reader);
@@ -1005,12 +1013,17 @@ static int seed_table(struct daemon *d)
 			continue;
 		}
 		r.ev.ts_ns = t_first;
-		if (conn_table_seed(d->table, &r) == 0)
+		if (conn_table_seed(d->table, &r) == 0) {
 			seeded++;
+			if (r.ev.pid != 0)
+				attributed++;
+		}
 	}
-	log_notice("Seeded %zu existing connections from %u network namespaces (%zu attributed "
-		   "to a process, %zu left to their live records, %u namespaces unreadable)",
-		   seeded, first.namespaces, attributed, skipped, first.failed_namespaces);
+	log_notice("Seeded %zu existing connections from %u network namespace%s (%zu of them "
+		   "attributed to a process; %zu sockets left to their live records; %u "
+		   "namespaces unreadable)", seeded, first.namespaces,
+		   first.namespaces == 1 ? "" : "s", attributed, skipped,
+		   first.failed_namespaces);
 out:
 	if (err < 0)
 		log_error("Failed to enumerate the existing connections: %s", strerror(-err));
