@@ -558,19 +558,25 @@ static __always_inline void on_destroy(struct sock *sk, bool btf_sk)
 		bpf_map_delete_elem(&seeded, &cookie);
 }
 
-/* Map the fd accept() returned to its struct sock through the current
- * task's file table. */
+/*
+ * Maps the fd accept() returned to its struct sock through the current task's
+ * file table. The task, its files_struct and the fdtable are BTF pointers, so
+ * the walk down to the fd array uses plain loads that the JIT guards against
+ * faults. The verifier types a loaded pointer only if it points to a struct,
+ * and fdtable.fd points to an array of pointers, so the file, the socket and
+ * the sock are read with the helper.
+ */
 static __always_inline struct sock *sock_from_fd(long fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = task->files->fdt;
 	struct file **fds;
 	struct file *file;
 	struct socket *sock;
 
-	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+	if (fd < 0 || fd >= fdt->max_fds)
 		return 0;
-	fds = BPF_CORE_READ(fdt, fd);
+	fds = fdt->fd;
 	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
 		return 0;
 	sock = BPF_CORE_READ(file, private_data);
