@@ -175,34 +175,78 @@ static __always_inline bool ipv6_is_v4mapped(const struct in6_addr *a)
  */
 #define SK_READ(btf_sk, sk, field) ((btf_sk) ? (sk)->field : BPF_CORE_READ(sk, field))
 
+/*
+ * The first bytes of the struct sock_common of a socket that is not a BTF
+ * pointer, read with one bpf_probe_read_kernel() instead of one call per
+ * field. The copy ends with the last field that SKC_READ() takes from it, at
+ * byte 96 on Linux 6.18 x86-64. NOTE: on a kernel where those fields end
+ * beyond SKC_COPY_MAX_BYTES, the verifier rejects the programs at load.
+ */
+#define SKC_COPY_MAX_BYTES 128
+
+struct skc_copy {
+	__u8 bytes[SKC_COPY_MAX_BYTES];
+};
+
+#define SKC_END(field) \
+	(bpf_core_field_offset(struct sock_common, field) + \
+	 bpf_core_field_size(struct sock_common, field))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* Copies sk's sock_common up to the end of the fields SKC_READ() takes. The
+ * offsets are constants after relocation, so the verifier tracks size as a
+ * constant and checks it against the buffer. */
+static __always_inline int skc_copy_read(struct skc_copy *copy, const struct sock *sk)
+{
+	__u32 size = SKC_END(skc_daddr);
+
+	size = MAX(size, SKC_END(skc_rcv_saddr));
+	size = MAX(size, SKC_END(skc_dport));
+	size = MAX(size, SKC_END(skc_num));
+	size = MAX(size, SKC_END(skc_family));
+	size = MAX(size, SKC_END(skc_net.net));
+	size = MAX(size, SKC_END(skc_v6_daddr));
+	size = MAX(size, SKC_END(skc_v6_rcv_saddr));
+	size = MAX(size, SKC_END(skc_cookie.counter));
+	return bpf_probe_read_kernel(copy->bytes, size, sk);
+}
+
+/* A field of sk's struct sock_common: a plain load where sk is a BTF pointer,
+ * else taken from copy at the running kernel's offset of the field. */
+#define SKC_READ(btf_sk, sk, copy, field) \
+	((btf_sk) ? (sk)->__sk_common.field : \
+		    *(__typeof__((sk)->__sk_common.field) *)((copy)->bytes + \
+			bpf_core_field_offset(struct sock_common, field)))
+
 /* Endpoints, ports and namespace of sk. The addresses stay in network byte
  * order; the ports are converted to host order here and nowhere else. */
-static __always_inline void fill_sock(struct tcptap_event *ev, struct sock *sk, bool btf_sk)
+static __always_inline void fill_sock(struct tcptap_event *ev, struct sock *sk, bool btf_sk,
+				      const struct skc_copy *copy)
 {
-	__u16 family = SK_READ(btf_sk, sk, __sk_common.skc_family);
+	__u16 family = SKC_READ(btf_sk, sk, copy, skc_family);
 	__be32 saddr4, daddr4;
 
 	/* The transition to CLOSE releases the local port before the
 	 * tracepoint runs, zeroing skc_num; inet_sport still holds it. */
-	ev->sport = SK_READ(btf_sk, sk, __sk_common.skc_num);
+	ev->sport = SKC_READ(btf_sk, sk, copy, skc_num);
 	if (!ev->sport)
 		ev->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-	ev->dport = bpf_ntohs(SK_READ(btf_sk, sk, __sk_common.skc_dport));
-	if (btf_sk)
+	ev->dport = bpf_ntohs(SKC_READ(btf_sk, sk, copy, skc_dport));
+	if (btf_sk) {
 		ev->netns = sk->__sk_common.skc_net.net->ns.inum;
-	else
-		ev->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	} else {
+		/* Outside BPF_CORE_READ(), which would relocate the copy's
+		 * own field access too. */
+		struct net *net = SKC_READ(btf_sk, sk, copy, skc_net.net);
+
+		ev->netns = BPF_CORE_READ(net, ns.inum);
+	}
 
 	if (family == AF_INET6) {
 		struct in6_addr saddr6, daddr6;
 
-		if (btf_sk) {
-			saddr6 = sk->__sk_common.skc_v6_rcv_saddr;
-			daddr6 = sk->__sk_common.skc_v6_daddr;
-		} else {
-			BPF_CORE_READ_INTO(&saddr6, sk, __sk_common.skc_v6_rcv_saddr);
-			BPF_CORE_READ_INTO(&daddr6, sk, __sk_common.skc_v6_daddr);
-		}
+		saddr6 = SKC_READ(btf_sk, sk, copy, skc_v6_rcv_saddr);
+		daddr6 = SKC_READ(btf_sk, sk, copy, skc_v6_daddr);
 		if (!ipv6_is_v4mapped(&daddr6)) {
 			ev->family = TCPTAP_FAMILY_INET6;
 			__builtin_memcpy(ev->saddr_be, &saddr6, sizeof(saddr6));
@@ -214,15 +258,15 @@ static __always_inline void fill_sock(struct tcptap_event *ev, struct sock *sk, 
 	}
 
 	ev->family = TCPTAP_FAMILY_INET;
-	saddr4 = SK_READ(btf_sk, sk, __sk_common.skc_rcv_saddr);
-	daddr4 = SK_READ(btf_sk, sk, __sk_common.skc_daddr);
+	saddr4 = SKC_READ(btf_sk, sk, copy, skc_rcv_saddr);
+	daddr4 = SKC_READ(btf_sk, sk, copy, skc_daddr);
 	__builtin_memcpy(ev->saddr_be, &saddr4, sizeof(saddr4));
 	__builtin_memcpy(ev->daddr_be, &daddr4, sizeof(daddr4));
 }
 
-static __always_inline bool is_tcp_inet(struct sock *sk, bool btf_sk)
+static __always_inline bool is_tcp_inet(struct sock *sk, bool btf_sk, const struct skc_copy *copy)
 {
-	__u16 family = SK_READ(btf_sk, sk, __sk_common.skc_family);
+	__u16 family = SKC_READ(btf_sk, sk, copy, skc_family);
 
 	if (family != AF_INET && family != AF_INET6)
 		return false;
@@ -269,7 +313,8 @@ static __always_inline void on_connecting(struct sock *sk)
 }
 
 static __always_inline void on_connect_done(void *ctx, struct sock *sk, bool btf_sk,
-					    bool established, __u64 cookie)
+					    const struct skc_copy *copy, bool established,
+					    __u64 cookie)
 {
 	struct tcptap_owner owner = {};
 	struct tcptap_event ev = {};
@@ -327,7 +372,7 @@ static __always_inline void on_connect_done(void *ctx, struct sock *sk, bool btf
 	}
 
 	ev.cookie = cookie;
-	fill_sock(&ev, sk, btf_sk);
+	fill_sock(&ev, sk, btf_sk, copy);
 	ev.ts_ns = bpf_ktime_get_ns();
 	emit(ctx, &ev);
 	inflight_exit(slot);
@@ -371,7 +416,8 @@ static __always_inline void on_passive_established(struct sock *sk, __u64 cookie
  * can run after accept() returned the child. If the start-up dump registered
  * such a connection, its close is reported as a seeded connection's.
  */
-static __always_inline void on_closed(void *ctx, struct sock *sk, bool btf_sk)
+static __always_inline void on_closed(void *ctx, struct sock *sk, bool btf_sk,
+				      const struct skc_copy *copy)
 {
 	struct tcptap_event ev = { .type = TCPTAP_EV_CLOSE };
 	struct conn_state *state;
@@ -415,7 +461,7 @@ seeded_close:
 		goto out;
 
 output:
-	fill_sock(&ev, sk, btf_sk);
+	fill_sock(&ev, sk, btf_sk, copy);
 	ev.ts_ns = bpf_ktime_get_ns();
 	emit(ctx, &ev);
 out:
@@ -437,7 +483,13 @@ static __always_inline bool is_tracked_transition(int oldstate, int newstate)
 static __always_inline void on_state_change(void *ctx, struct sock *sk, int oldstate,
 					    int newstate, bool btf_sk)
 {
-	if (!is_tracked_transition(oldstate, newstate) || !is_tcp_inet(sk, btf_sk))
+	struct skc_copy copy;
+
+	if (!is_tracked_transition(oldstate, newstate))
+		return;
+	if (!btf_sk && skc_copy_read(&copy, sk))
+		return;
+	if (!is_tcp_inet(sk, btf_sk, &copy))
 		return;
 
 	if (newstate == TCP_SYN_SENT) {
@@ -447,7 +499,7 @@ static __always_inline void on_state_change(void *ctx, struct sock *sk, int olds
 	if (oldstate == TCP_SYN_SENT) {
 		bool established = newstate == TCP_ESTABLISHED;
 
-		on_connect_done(ctx, sk, btf_sk, established, GEN_COOKIE(sk, btf_sk));
+		on_connect_done(ctx, sk, btf_sk, &copy, established, GEN_COOKIE(sk, btf_sk));
 		return;
 	}
 	if (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED) {
@@ -456,7 +508,7 @@ static __always_inline void on_state_change(void *ctx, struct sock *sk, int olds
 	}
 	if ((oldstate == TCP_ESTABLISHED || oldstate == TCP_CLOSE_WAIT) &&
 	    newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE_WAIT)
-		on_closed(ctx, sk, btf_sk);
+		on_closed(ctx, sk, btf_sk, &copy);
 }
 
 /*
@@ -468,11 +520,12 @@ static __always_inline void on_accepted(void *ctx, struct sock *sk)
 	struct tcptap_event ev = { .type = TCPTAP_EV_ACCEPT };
 	struct conn_state *state;
 	struct tcptap_owner owner;
+	struct skc_copy copy;
 	__u64 key = (__u64)sk;
 	__u64 *slot;
 	bool closed = false;
 
-	if (!sk || !is_tcp_inet(sk, false))
+	if (!sk || skc_copy_read(&copy, sk) || !is_tcp_inet(sk, false, &copy))
 		return;
 	slot = inflight_slot();
 	if (!slot)
@@ -530,7 +583,7 @@ static __always_inline void on_accepted(void *ctx, struct sock *sk)
 
 output:
 	set_owner(&ev, &owner);
-	fill_sock(&ev, sk, false);
+	fill_sock(&ev, sk, false, &copy);
 	emit(ctx, &ev);
 	if (closed) {
 		ev.type = TCPTAP_EV_CLOSE;
