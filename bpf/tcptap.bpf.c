@@ -76,6 +76,26 @@ struct {
 	__type(value, struct tcptap_owner);
 } seeded SEC(".maps");
 
+/*
+ * Smallest and largest cookie tcptapd ever inserted into seeded, both 0 until
+ * the first insert. tcptapd widens the range before each insert and never
+ * narrows it, so a cookie outside it has no entry and its lookup skips the
+ * map. That spares tp_destroy a cold hash bucket for every socket. The kernel
+ * hands out cookies in per-CPU batches (include/linux/cookie.h), so cookies
+ * generated after the start-up dump lie above the range once each CPU has used
+ * up the batch it held then.
+ */
+__u64 seeded_cookie_min = 0;
+__u64 seeded_cookie_max = 0;
+
+static __always_inline struct tcptap_owner *seeded_lookup(__u64 *cookie)
+{
+	if (*cookie < *(volatile __u64 *)&seeded_cookie_min ||
+	    *cookie > *(volatile __u64 *)&seeded_cookie_max)
+		return 0;
+	return bpf_map_lookup_elem(&seeded, cookie);
+}
+
 static __always_inline void count(__u32 slot)
 {
 	__u64 *value = bpf_map_lookup_elem(&counters, &slot);
@@ -334,7 +354,7 @@ static __always_inline void on_connect_done(void *ctx, struct sock *sk, bool btf
 		 * current context is not necessarily the connecting process,
 		 * but the start-up dump registered the socket's owner if it
 		 * was still connecting then. */
-		struct tcptap_owner *seed = bpf_map_lookup_elem(&seeded, &cookie);
+		struct tcptap_owner *seed = seeded_lookup(&cookie);
 
 		if (seed) {
 			owner = *seed;
@@ -452,7 +472,7 @@ seeded_close:
 	cookie = read_cookie(sk, btf_sk);
 	if (!cookie)
 		goto out;
-	seed = bpf_map_lookup_elem(&seeded, &cookie);
+	seed = seeded_lookup(&cookie);
 	if (!seed)
 		goto out;
 	set_owner(&ev, seed);
@@ -607,7 +627,7 @@ static __always_inline void on_destroy(struct sock *sk, bool btf_sk)
 	if (bpf_map_lookup_elem(&conns, &key))
 		bpf_map_delete_elem(&conns, &key);
 	cookie = read_cookie(sk, btf_sk);
-	if (cookie && bpf_map_lookup_elem(&seeded, &cookie))
+	if (cookie && seeded_lookup(&cookie))
 		bpf_map_delete_elem(&seeded, &cookie);
 }
 
