@@ -76,6 +76,26 @@ struct {
 	__type(value, struct tcptap_owner);
 } seeded SEC(".maps");
 
+/*
+ * Smallest and largest cookie tcptapd ever inserted into seeded, both 0 until
+ * the first insert. tcptapd widens the range before each insert and never
+ * narrows it, so a cookie outside it has no entry and its lookup skips the
+ * map. That spares tp_destroy a cold hash bucket for every socket. The kernel
+ * hands out cookies in per-CPU batches (include/linux/cookie.h), so cookies
+ * generated after the start-up dump lie above the range once each CPU has used
+ * up the batch it held then.
+ */
+__u64 seeded_cookie_min = 0;
+__u64 seeded_cookie_max = 0;
+
+static __always_inline struct tcptap_owner *seeded_lookup(__u64 *cookie)
+{
+	if (*cookie < *(volatile __u64 *)&seeded_cookie_min ||
+	    *cookie > *(volatile __u64 *)&seeded_cookie_max)
+		return 0;
+	return bpf_map_lookup_elem(&seeded, cookie);
+}
+
 static __always_inline void count(__u32 slot)
 {
 	__u64 *value = bpf_map_lookup_elem(&counters, &slot);
@@ -175,34 +195,78 @@ static __always_inline bool ipv6_is_v4mapped(const struct in6_addr *a)
  */
 #define SK_READ(btf_sk, sk, field) ((btf_sk) ? (sk)->field : BPF_CORE_READ(sk, field))
 
+/*
+ * The first bytes of the struct sock_common of a socket that is not a BTF
+ * pointer, read with one bpf_probe_read_kernel() instead of one call per
+ * field. The copy ends with the last field that SKC_READ() takes from it, at
+ * byte 96 on Linux 6.18 x86-64. NOTE: on a kernel where those fields end
+ * beyond SKC_COPY_MAX_BYTES, the verifier rejects the programs at load.
+ */
+#define SKC_COPY_MAX_BYTES 128
+
+struct skc_copy {
+	__u8 bytes[SKC_COPY_MAX_BYTES];
+};
+
+#define SKC_END(field) \
+	(bpf_core_field_offset(struct sock_common, field) + \
+	 bpf_core_field_size(struct sock_common, field))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* Copies sk's sock_common up to the end of the fields SKC_READ() takes. The
+ * offsets are constants after relocation, so the verifier tracks size as a
+ * constant and checks it against the buffer. */
+static __always_inline int skc_copy_read(struct skc_copy *copy, const struct sock *sk)
+{
+	__u32 size = SKC_END(skc_daddr);
+
+	size = MAX(size, SKC_END(skc_rcv_saddr));
+	size = MAX(size, SKC_END(skc_dport));
+	size = MAX(size, SKC_END(skc_num));
+	size = MAX(size, SKC_END(skc_family));
+	size = MAX(size, SKC_END(skc_net.net));
+	size = MAX(size, SKC_END(skc_v6_daddr));
+	size = MAX(size, SKC_END(skc_v6_rcv_saddr));
+	size = MAX(size, SKC_END(skc_cookie.counter));
+	return bpf_probe_read_kernel(copy->bytes, size, sk);
+}
+
+/* A field of sk's struct sock_common: a plain load where sk is a BTF pointer,
+ * else taken from copy at the running kernel's offset of the field. */
+#define SKC_READ(btf_sk, sk, copy, field) \
+	((btf_sk) ? (sk)->__sk_common.field : \
+		    *(__typeof__((sk)->__sk_common.field) *)((copy)->bytes + \
+			bpf_core_field_offset(struct sock_common, field)))
+
 /* Endpoints, ports and namespace of sk. The addresses stay in network byte
  * order; the ports are converted to host order here and nowhere else. */
-static __always_inline void fill_sock(struct tcptap_event *ev, struct sock *sk, bool btf_sk)
+static __always_inline void fill_sock(struct tcptap_event *ev, struct sock *sk, bool btf_sk,
+				      const struct skc_copy *copy)
 {
-	__u16 family = SK_READ(btf_sk, sk, __sk_common.skc_family);
+	__u16 family = SKC_READ(btf_sk, sk, copy, skc_family);
 	__be32 saddr4, daddr4;
 
 	/* The transition to CLOSE releases the local port before the
 	 * tracepoint runs, zeroing skc_num; inet_sport still holds it. */
-	ev->sport = SK_READ(btf_sk, sk, __sk_common.skc_num);
+	ev->sport = SKC_READ(btf_sk, sk, copy, skc_num);
 	if (!ev->sport)
 		ev->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-	ev->dport = bpf_ntohs(SK_READ(btf_sk, sk, __sk_common.skc_dport));
-	if (btf_sk)
+	ev->dport = bpf_ntohs(SKC_READ(btf_sk, sk, copy, skc_dport));
+	if (btf_sk) {
 		ev->netns = sk->__sk_common.skc_net.net->ns.inum;
-	else
-		ev->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	} else {
+		/* Outside BPF_CORE_READ(), which would relocate the copy's
+		 * own field access too. */
+		struct net *net = SKC_READ(btf_sk, sk, copy, skc_net.net);
+
+		ev->netns = BPF_CORE_READ(net, ns.inum);
+	}
 
 	if (family == AF_INET6) {
 		struct in6_addr saddr6, daddr6;
 
-		if (btf_sk) {
-			saddr6 = sk->__sk_common.skc_v6_rcv_saddr;
-			daddr6 = sk->__sk_common.skc_v6_daddr;
-		} else {
-			BPF_CORE_READ_INTO(&saddr6, sk, __sk_common.skc_v6_rcv_saddr);
-			BPF_CORE_READ_INTO(&daddr6, sk, __sk_common.skc_v6_daddr);
-		}
+		saddr6 = SKC_READ(btf_sk, sk, copy, skc_v6_rcv_saddr);
+		daddr6 = SKC_READ(btf_sk, sk, copy, skc_v6_daddr);
 		if (!ipv6_is_v4mapped(&daddr6)) {
 			ev->family = TCPTAP_FAMILY_INET6;
 			__builtin_memcpy(ev->saddr_be, &saddr6, sizeof(saddr6));
@@ -214,15 +278,15 @@ static __always_inline void fill_sock(struct tcptap_event *ev, struct sock *sk, 
 	}
 
 	ev->family = TCPTAP_FAMILY_INET;
-	saddr4 = SK_READ(btf_sk, sk, __sk_common.skc_rcv_saddr);
-	daddr4 = SK_READ(btf_sk, sk, __sk_common.skc_daddr);
+	saddr4 = SKC_READ(btf_sk, sk, copy, skc_rcv_saddr);
+	daddr4 = SKC_READ(btf_sk, sk, copy, skc_daddr);
 	__builtin_memcpy(ev->saddr_be, &saddr4, sizeof(saddr4));
 	__builtin_memcpy(ev->daddr_be, &daddr4, sizeof(daddr4));
 }
 
-static __always_inline bool is_tcp_inet(struct sock *sk, bool btf_sk)
+static __always_inline bool is_tcp_inet(struct sock *sk, bool btf_sk, const struct skc_copy *copy)
 {
-	__u16 family = SK_READ(btf_sk, sk, __sk_common.skc_family);
+	__u16 family = SKC_READ(btf_sk, sk, copy, skc_family);
 
 	if (family != AF_INET && family != AF_INET6)
 		return false;
@@ -269,7 +333,8 @@ static __always_inline void on_connecting(struct sock *sk)
 }
 
 static __always_inline void on_connect_done(void *ctx, struct sock *sk, bool btf_sk,
-					    bool established, __u64 cookie)
+					    const struct skc_copy *copy, bool established,
+					    __u64 cookie)
 {
 	struct tcptap_owner owner = {};
 	struct tcptap_event ev = {};
@@ -289,7 +354,7 @@ static __always_inline void on_connect_done(void *ctx, struct sock *sk, bool btf
 		 * current context is not necessarily the connecting process,
 		 * but the start-up dump registered the socket's owner if it
 		 * was still connecting then. */
-		struct tcptap_owner *seed = bpf_map_lookup_elem(&seeded, &cookie);
+		struct tcptap_owner *seed = seeded_lookup(&cookie);
 
 		if (seed) {
 			owner = *seed;
@@ -327,7 +392,7 @@ static __always_inline void on_connect_done(void *ctx, struct sock *sk, bool btf
 	}
 
 	ev.cookie = cookie;
-	fill_sock(&ev, sk, btf_sk);
+	fill_sock(&ev, sk, btf_sk, copy);
 	ev.ts_ns = bpf_ktime_get_ns();
 	emit(ctx, &ev);
 	inflight_exit(slot);
@@ -371,7 +436,8 @@ static __always_inline void on_passive_established(struct sock *sk, __u64 cookie
  * can run after accept() returned the child. If the start-up dump registered
  * such a connection, its close is reported as a seeded connection's.
  */
-static __always_inline void on_closed(void *ctx, struct sock *sk, bool btf_sk)
+static __always_inline void on_closed(void *ctx, struct sock *sk, bool btf_sk,
+				      const struct skc_copy *copy)
 {
 	struct tcptap_event ev = { .type = TCPTAP_EV_CLOSE };
 	struct conn_state *state;
@@ -406,7 +472,7 @@ seeded_close:
 	cookie = read_cookie(sk, btf_sk);
 	if (!cookie)
 		goto out;
-	seed = bpf_map_lookup_elem(&seeded, &cookie);
+	seed = seeded_lookup(&cookie);
 	if (!seed)
 		goto out;
 	set_owner(&ev, seed);
@@ -415,7 +481,7 @@ seeded_close:
 		goto out;
 
 output:
-	fill_sock(&ev, sk, btf_sk);
+	fill_sock(&ev, sk, btf_sk, copy);
 	ev.ts_ns = bpf_ktime_get_ns();
 	emit(ctx, &ev);
 out:
@@ -437,7 +503,13 @@ static __always_inline bool is_tracked_transition(int oldstate, int newstate)
 static __always_inline void on_state_change(void *ctx, struct sock *sk, int oldstate,
 					    int newstate, bool btf_sk)
 {
-	if (!is_tracked_transition(oldstate, newstate) || !is_tcp_inet(sk, btf_sk))
+	struct skc_copy copy;
+
+	if (!is_tracked_transition(oldstate, newstate))
+		return;
+	if (!btf_sk && skc_copy_read(&copy, sk))
+		return;
+	if (!is_tcp_inet(sk, btf_sk, &copy))
 		return;
 
 	if (newstate == TCP_SYN_SENT) {
@@ -447,7 +519,7 @@ static __always_inline void on_state_change(void *ctx, struct sock *sk, int olds
 	if (oldstate == TCP_SYN_SENT) {
 		bool established = newstate == TCP_ESTABLISHED;
 
-		on_connect_done(ctx, sk, btf_sk, established, GEN_COOKIE(sk, btf_sk));
+		on_connect_done(ctx, sk, btf_sk, &copy, established, GEN_COOKIE(sk, btf_sk));
 		return;
 	}
 	if (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED) {
@@ -456,7 +528,7 @@ static __always_inline void on_state_change(void *ctx, struct sock *sk, int olds
 	}
 	if ((oldstate == TCP_ESTABLISHED || oldstate == TCP_CLOSE_WAIT) &&
 	    newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE_WAIT)
-		on_closed(ctx, sk, btf_sk);
+		on_closed(ctx, sk, btf_sk, &copy);
 }
 
 /*
@@ -468,11 +540,12 @@ static __always_inline void on_accepted(void *ctx, struct sock *sk)
 	struct tcptap_event ev = { .type = TCPTAP_EV_ACCEPT };
 	struct conn_state *state;
 	struct tcptap_owner owner;
+	struct skc_copy copy;
 	__u64 key = (__u64)sk;
 	__u64 *slot;
 	bool closed = false;
 
-	if (!sk || !is_tcp_inet(sk, false))
+	if (!sk || skc_copy_read(&copy, sk) || !is_tcp_inet(sk, false, &copy))
 		return;
 	slot = inflight_slot();
 	if (!slot)
@@ -530,7 +603,7 @@ static __always_inline void on_accepted(void *ctx, struct sock *sk)
 
 output:
 	set_owner(&ev, &owner);
-	fill_sock(&ev, sk, false);
+	fill_sock(&ev, sk, false, &copy);
 	emit(ctx, &ev);
 	if (closed) {
 		ev.type = TCPTAP_EV_CLOSE;
@@ -554,23 +627,29 @@ static __always_inline void on_destroy(struct sock *sk, bool btf_sk)
 	if (bpf_map_lookup_elem(&conns, &key))
 		bpf_map_delete_elem(&conns, &key);
 	cookie = read_cookie(sk, btf_sk);
-	if (cookie && bpf_map_lookup_elem(&seeded, &cookie))
+	if (cookie && seeded_lookup(&cookie))
 		bpf_map_delete_elem(&seeded, &cookie);
 }
 
-/* Map the fd accept() returned to its struct sock through the current
- * task's file table. */
+/*
+ * Maps the fd accept() returned to its struct sock through the current task's
+ * file table. The task, its files_struct and the fdtable are BTF pointers, so
+ * the walk down to the fd array uses plain loads that the JIT guards against
+ * faults. The verifier types a loaded pointer only if it points to a struct,
+ * and fdtable.fd points to an array of pointers, so the file, the socket and
+ * the sock are read with the helper.
+ */
 static __always_inline struct sock *sock_from_fd(long fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = task->files->fdt;
 	struct file **fds;
 	struct file *file;
 	struct socket *sock;
 
-	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+	if (fd < 0 || fd >= fdt->max_fds)
 		return 0;
-	fds = BPF_CORE_READ(fdt, fd);
+	fds = fdt->fd;
 	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
 		return 0;
 	sock = BPF_CORE_READ(file, private_data);

@@ -482,9 +482,33 @@ int loader_events_fd(const struct loader *l)
 	return bpf_map__fd(l->skel->maps.events);
 }
 
-int loader_seeded_fd(const struct loader *l)
+/*
+ * The programs look a cookie up in seeded only if it lies within
+ * [seeded_cookie_min, seeded_cookie_max]. The range is widened before the
+ * insert, and the fence makes the new range visible to them before the entry.
+ * Only this thread writes the range.
+ */
+int loader_add_seed(struct loader *l, uint64_t cookie, const struct tcptap_owner *owner)
 {
-	return bpf_map__fd(l->skel->maps.seeded);
+	__u64 *min = &l->skel->bss->seeded_cookie_min;
+	__u64 *max = &l->skel->bss->seeded_cookie_max;
+
+	if (*min == 0 || cookie < *min)
+		__atomic_store_n(min, cookie, __ATOMIC_RELAXED);
+	if (cookie > *max)
+		__atomic_store_n(max, cookie, __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+
+	if (bpf_map_update_elem(bpf_map__fd(l->skel->maps.seeded), &cookie, owner, BPF_ANY) < 0)
+		return -errno;
+	return 0;
+}
+
+int loader_remove_seed(struct loader *l, uint64_t cookie)
+{
+	if (bpf_map_delete_elem(bpf_map__fd(l->skel->maps.seeded), &cookie) < 0)
+		return -errno;
+	return 0;
 }
 
 int loader_open(const struct loader_config *cfg, struct loader **ret_loader)

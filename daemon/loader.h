@@ -47,7 +47,11 @@ void loader_free(struct loader *l);
 
 enum backend loader_backend(const struct loader *l);
 int loader_events_fd(const struct loader *l);
-int loader_seeded_fd(const struct loader *l);
+
+/* Register the owner of a connection found by the start-up dump in the BPF
+ * side's seeded map, or remove it again. */
+int loader_add_seed(struct loader *l, uint64_t cookie, const struct tcptap_owner *owner);
+int loader_remove_seed(struct loader *l, uint64_t cookie);
 
 /* (Re)attach the periodic sync perf event of cpu, e.g. after it came online. */
 int loader_attach_sync(struct loader *l, unsigned int cpu);

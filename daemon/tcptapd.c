@@ -937,11 +937,13 @@ static void write_seed_owner(struct daemon *d, const struct seed_conn *c)
 		.uid = c->ev.uid,
 	};
 	uint64_t cookie = c->ev.cookie;
+	int err;
 
 	memcpy(owner.comm, c->ev.comm, sizeof(owner.comm));
-	if (bpf_map_update_elem(loader_seeded_fd(d->loader), &cookie, &owner, BPF_ANY) < 0)
+	err = loader_add_seed(d->loader, cookie, &owner);
+	if (err < 0)
 		log_warning("Failed to register seeded connection %" PRIu64 " in the kernel, its "
-			    "close will be missed: %s", cookie, strerror(errno));
+			    "close will be missed: %s", cookie, strerror(-err));
 }
 
 /*
@@ -1008,7 +1010,7 @@ static int seed_table(struct daemon *d)
 		if (cookie_set_contains(&held.introduced, cookie) ||
 		    (!cookie_set_contains(&still_open, cookie) &&
 		     !cookie_set_contains(&held.closed, cookie))) {
-			(void)bpf_map_delete_elem(loader_seeded_fd(d->loader), &cookie);
+			(void)loader_remove_seed(d->loader, cookie);
 			skipped++;
 			continue;
 		}
