@@ -14,9 +14,22 @@ struct merger_entry {
 	struct record r;
 };
 
-/* A growable array of entries: the binary min-heap of held records, or the late records. */
+/* A growable array of entries: the late records. */
 struct merger_array {
 	struct merger_entry *entries;
+	size_t len;
+	size_t capacity;
+};
+
+/*
+ * One CPU's held records, entries[head .. head + len), in (ts_ns, arrival)
+ * order. A ring delivers its records in timestamp order except where a
+ * program was interrupted or preempted between its clock read and its
+ * output, so almost every record is appended at the end.
+ */
+struct merger_queue {
+	struct merger_entry *entries;
+	size_t head;
 	size_t len;
 	size_t capacity;
 };
@@ -37,12 +50,14 @@ struct merger_cpu {
 	uint64_t stalls;
 	uint64_t late;
 	uint64_t lost;
+	struct merger_queue queue;	/* held records of this CPU's ring */
 };
 
 struct merger {
 	struct merger_config cfg;
 	struct merger_cpu *cpus;
-	struct merger_array heap;	/* in-order records, min-heap by (ts_ns, arrival) */
+	unsigned int *order;		/* release scratch: min-heap of CPUs by queue front */
+	size_t held;			/* records in all queues */
 	struct merger_array late;	/* late records, released first at the next release */
 	uint64_t next_arrival;
 	uint64_t watermark_ns;
@@ -69,7 +84,10 @@ int merger_new(const struct merger_config *cfg, struct merger **ret_merger)
 
 	m->cfg = *cfg;
 	m->cpus = calloc(cfg->ncpus, sizeof(*m->cpus));
-	if (!m->cpus) {
+	m->order = calloc(cfg->ncpus, sizeof(*m->order));
+	if (!m->cpus || !m->order) {
+		free(m->cpus);
+		free(m->order);
 		free(m);
 		return -ENOMEM;
 	}
@@ -86,8 +104,10 @@ void merger_free(struct merger *m)
 	if (!m)
 		return;
 
-	free(m->heap.entries);
+	for (unsigned int i = 0; i < m->cfg.ncpus; i++)
+		free(m->cpus[i].queue.entries);
 	free(m->late.entries);
+	free(m->order);
 	free(m->cpus);
 	free(m);
 }
@@ -120,56 +140,81 @@ static bool merger_entry_before(const struct merger_entry *a, const struct merge
 	return a->arrival < b->arrival;
 }
 
-/* Sift a hole up from the end instead of swapping, so each level copies one entry. */
-static int merger_heap_insert(struct merger_array *h, const struct merger_entry *e)
+/* Make room for one entry at the end of q. */
+static int merger_queue_reserve(struct merger_queue *q)
 {
-	size_t i;
-	int r;
+	struct merger_entry *entries;
+	size_t capacity;
 
-	r = merger_array_reserve(h);
-	if (r < 0)
-		return r;
+	if (q->head + q->len < q->capacity)
+		return 0;
 
-	i = h->len++;
-	while (i > 0) {
-		size_t parent = (i - 1) / 2;
-
-		if (!merger_entry_before(e, &h->entries[parent]))
-			break;
-		h->entries[i] = h->entries[parent];
-		i = parent;
+	/* Released entries left at least half of the array free at the front. */
+	if (q->head > 0 && q->head >= q->capacity / 2) {
+		memmove(q->entries, q->entries + q->head, q->len * sizeof(*q->entries));
+		q->head = 0;
+		return 0;
 	}
-	h->entries[i] = *e;
+
+	capacity = q->capacity ? q->capacity * 2 : MERGER_INITIAL_CAPACITY;
+	if (capacity < q->capacity || capacity > SIZE_MAX / sizeof(*entries))
+		return -ENOMEM;
+
+	entries = realloc(q->entries, capacity * sizeof(*entries));
+	if (!entries)
+		return -ENOMEM;
+
+	q->entries = entries;
+	q->capacity = capacity;
 	return 0;
 }
 
-static void merger_heap_pop(struct merger_array *h, struct merger_entry *ret_top)
+static struct merger_entry *merger_queue_front(const struct merger_queue *q)
 {
-	struct merger_entry *last;
-	size_t i = 0;
+	assert(q->len > 0);
+	return &q->entries[q->head];
+}
 
-	assert(h->len > 0);
+/* Insert e behind every entry it does not come before. */
+static int merger_queue_insert(struct merger_queue *q, const struct merger_entry *e)
+{
+	struct merger_entry *base;
+	size_t lo = 0, hi;
+	int r;
 
-	*ret_top = h->entries[0];
-	h->len--;
-	if (h->len == 0)
-		return;
+	r = merger_queue_reserve(q);
+	if (r < 0)
+		return r;
 
-	last = &h->entries[h->len];
-	for (;;) {
-		size_t child = 2 * i + 1;
+	base = q->entries + q->head;
+	hi = q->len;
+	if (hi > 0 && merger_entry_before(e, &base[hi - 1])) {
+		/* Out of ring order: find the first entry e comes before. */
+		hi--;
+		while (lo < hi) {
+			size_t mid = lo + (hi - lo) / 2;
 
-		if (child >= h->len)
-			break;
-		if (child + 1 < h->len && merger_entry_before(&h->entries[child + 1],
-							       &h->entries[child]))
-			child++;
-		if (!merger_entry_before(&h->entries[child], last))
-			break;
-		h->entries[i] = h->entries[child];
-		i = child;
+			if (merger_entry_before(e, &base[mid]))
+				hi = mid;
+			else
+				lo = mid + 1;
+		}
+		memmove(&base[lo + 1], &base[lo], (q->len - lo) * sizeof(*base));
+	} else {
+		lo = hi;
 	}
-	h->entries[i] = *last;
+
+	base[lo] = *e;
+	q->len++;
+	return 0;
+}
+
+static void merger_queue_pop(struct merger_queue *q)
+{
+	assert(q->len > 0);
+
+	q->len--;
+	q->head = q->len ? q->head + 1 : 0;
 }
 
 static int merger_enqueue(struct merger *m, const struct record *r)
@@ -189,9 +234,10 @@ static int merger_enqueue(struct merger *m, const struct record *r)
 			return ret;
 		m->late.entries[m->late.len++] = e;
 	} else {
-		ret = merger_heap_insert(&m->heap, &e);
+		ret = merger_queue_insert(&m->cpus[r->ev.cpu].queue, &e);
 		if (ret < 0)
 			return ret;
+		m->held++;
 	}
 
 	m->next_arrival++;
@@ -363,7 +409,7 @@ void merger_set_watermark(struct merger *m, uint64_t clock_ns)
  *
  * Release: F is the minimum over online CPUs of their frontier. Every record
  * with ts_ns < F from any online CPU was pushed already, so every record
- * pushed from now on has ts_ns >= F. The heap releases in (ts_ns, arrival)
+ * pushed from now on has ts_ns >= F. The merge releases in (ts_ns, arrival)
  * order up to F, so the output never decreases, and a later record can be
  * older than a released one only if the proof did not cover it. Those are
  * the cases below, and each such record is marked late instead of being
@@ -485,21 +531,37 @@ static size_t merger_release_late(struct merger *m, merger_emit_fn emit, void *u
 	return n;
 }
 
-static void merger_release_top(struct merger *m, merger_emit_fn emit, void *userdata)
+static bool merger_cpu_front_before(const struct merger *m, unsigned int a, unsigned int b)
 {
-	struct merger_entry top;
+	return merger_entry_before(merger_queue_front(&m->cpus[a].queue),
+				   merger_queue_front(&m->cpus[b].queue));
+}
 
-	merger_heap_pop(&m->heap, &top);
-	m->last_released_ts = top.r.ev.ts_ns;
-	m->released++;
-	emit(&top.r, userdata);
+/* Restore the min-heap property of order[0 .. n) below position i. */
+static void merger_order_sift_down(struct merger *m, size_t n, size_t i)
+{
+	unsigned int cpu = m->order[i];
+
+	for (;;) {
+		size_t child = 2 * i + 1;
+
+		if (child >= n)
+			break;
+		if (child + 1 < n && merger_cpu_front_before(m, m->order[child + 1], m->order[child]))
+			child++;
+		if (!merger_cpu_front_before(m, m->order[child], cpu))
+			break;
+		m->order[i] = m->order[child];
+		i = child;
+	}
+	m->order[i] = cpu;
 }
 
 size_t merger_release(struct merger *m, uint64_t now_ns, merger_emit_fn emit, void *userdata)
 {
 	uint64_t limit = 0;
 	bool has_limit;
-	size_t n;
+	size_t n, ncpus = 0;
 
 	assert(m);
 	assert(emit);
@@ -514,32 +576,73 @@ size_t merger_release(struct merger *m, uint64_t now_ns, merger_emit_fn emit, vo
 		has_limit = true;
 	}
 
-	while (has_limit && m->heap.len > 0 && m->heap.entries[0].r.ev.ts_ns <= limit) {
-		merger_release_top(m, emit, userdata);
-		n++;
-	}
+	/* order is a min-heap of the CPUs with held records, keyed by their
+	 * oldest record, so its top CPU has the oldest record of all. That
+	 * record goes out while the rule allows it, then while more than
+	 * max_pending records are held. */
+	for (unsigned int i = 0; i < m->cfg.ncpus; i++)
+		if (m->cpus[i].queue.len > 0)
+			m->order[ncpus++] = i;
+	for (size_t i = ncpus / 2; i-- > 0;)
+		merger_order_sift_down(m, ncpus, i);
 
-	while (m->heap.len > m->cfg.max_pending) {
-		merger_release_top(m, emit, userdata);
-		m->forced++;
+	while (ncpus > 0) {
+		struct merger_queue *q = &m->cpus[m->order[0]].queue;
+		const struct record *r = &merger_queue_front(q)->r;
+
+		if (!has_limit || r->ev.ts_ns > limit) {
+			if (m->held <= m->cfg.max_pending)
+				break;
+			m->forced++;
+		}
+
+		m->last_released_ts = r->ev.ts_ns;
+		m->released++;
 		n++;
+		emit(r, userdata);
+
+		merger_queue_pop(q);
+		m->held--;
+		if (q->len == 0)
+			m->order[0] = m->order[--ncpus];
+		if (ncpus > 0)
+			merger_order_sift_down(m, ncpus, 0);
 	}
 
 	return n;
 }
 
+/* The oldest held record, or NULL when nothing is held. Late records are
+ * not held: the next release sends them first. */
+static const struct record *merger_oldest(const struct merger *m)
+{
+	const struct merger_entry *oldest = NULL;
+
+	for (unsigned int i = 0; i < m->cfg.ncpus; i++) {
+		const struct merger_queue *q = &m->cpus[i].queue;
+
+		if (q->len == 0)
+			continue;
+		if (!oldest || merger_entry_before(merger_queue_front(q), oldest))
+			oldest = merger_queue_front(q);
+	}
+	return oldest ? &oldest->r : NULL;
+}
+
 size_t merger_cpus_behind(const struct merger *m, unsigned int *ret_cpus, size_t size)
 {
+	const struct record *oldest_record;
 	uint64_t oldest;
 	size_t n = 0;
 
 	assert(m);
 	assert(ret_cpus || size == 0);
 
-	if (m->heap.len == 0)
+	oldest_record = merger_oldest(m);
+	if (!oldest_record)
 		return 0;
 
-	oldest = m->heap.entries[0].r.ev.ts_ns;
+	oldest = oldest_record->ev.ts_ns;
 	for (unsigned int i = 0; i < m->cfg.ncpus && n < size; i++) {
 		const struct merger_cpu *c = &m->cpus[i];
 		uint64_t f;
@@ -589,7 +692,7 @@ void merger_get_stats(const struct merger *m, struct merger_stats *ret_stats)
 	assert(ret_stats);
 
 	*ret_stats = (struct merger_stats) {
-		.pending = m->heap.len + m->late.len,
+		.pending = m->held + m->late.len,
 		.released = m->released,
 		.forced = m->forced,
 		.last_released_ts = m->last_released_ts,
@@ -600,6 +703,10 @@ void merger_foreach_pending(const struct merger *m, merger_emit_fn visit, void *
 {
 	for (size_t i = 0; i < m->late.len; i++)
 		visit(&m->late.entries[i].r, userdata);
-	for (size_t i = 0; i < m->heap.len; i++)
-		visit(&m->heap.entries[i].r, userdata);
+	for (unsigned int i = 0; i < m->cfg.ncpus; i++) {
+		const struct merger_queue *q = &m->cpus[i].queue;
+
+		for (size_t j = 0; j < q->len; j++)
+			visit(&q->entries[q->head + j].r, userdata);
+	}
 }

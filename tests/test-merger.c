@@ -824,7 +824,7 @@ static void test_stats_count_pushes(void)
 }
 
 /* Enough records to grow the heap several times, pushed in a scrambled order. */
-static void test_heap_orders_many_records(void)
+static void test_orders_many_records(void)
 {
 	struct capture cap = {};
 	struct merger_config cfg = test_config(1, &cap);
@@ -860,6 +860,86 @@ static void test_heap_orders_many_records(void)
 	merger_free(m);
 }
 
+/* Order check of a released stream whose cookies number the pushes. */
+struct order_check {
+	uint64_t limit;		/* newest ts_ns the current release may emit */
+	uint64_t prev_ts;
+	uint64_t prev_id;
+	uint64_t count;
+	uint64_t id_sum;
+	unsigned int errors;
+};
+
+static void order_check_emit(const struct record *r, void *userdata)
+{
+	struct order_check *oc = userdata;
+
+	if (r->ev.ts_ns < oc->prev_ts || r->ev.ts_ns > oc->limit || r->late ||
+	    (oc->count > 0 && r->ev.ts_ns == oc->prev_ts && r->ev.cookie < oc->prev_id))
+		oc->errors++;
+	oc->prev_ts = r->ev.ts_ns;
+	oc->prev_id = r->ev.cookie;
+	oc->id_sum += r->ev.cookie;
+	oc->count++;
+}
+
+/* Eight CPUs whose rings deliver mostly in timestamp order, with some records
+ * behind newer ones of the same CPU, released in many rounds: the stream must
+ * come out in (ts_ns, push) order with nothing lost or late. */
+static void test_merges_queues_of_many_cpus(void)
+{
+	struct capture cap = {};
+	struct merger_config cfg = test_config(8, &cap);
+	struct order_check oc = {};
+	uint64_t clock[8] = {}, rng = 1, pushed = 0, id_sum = 0;
+	struct merger *m;
+
+	cfg.max_pending = 1000000;
+	REQUIRE_OK(merger_new(&cfg, &m));
+	for (unsigned int round = 0; round < 40; round++) {
+		uint64_t frontier = UINT64_MAX;
+
+		for (unsigned int i = 0; i < 700; i++) {
+			unsigned int cpu;
+			uint64_t ts;
+
+			rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+			cpu = (unsigned int)(rng >> 33) % 8;
+			clock[cpu] += (rng >> 40) % 4;
+			ts = clock[cpu];
+			/* One record in 16 took its timestamp before up to 24
+			 * newer records of its CPU were written. */
+			if ((rng >> 20) % 16 == 0 && ts > 24 + round * 1000)
+				ts -= (rng >> 24) % 24;
+			if (ts < round * 1000)
+				ts = round * 1000;
+			REQUIRE_OK(push_event(m, cpu, ts, ++pushed));
+			id_sum += pushed;
+		}
+		for (unsigned int cpu = 0; cpu < 8; cpu++) {
+			if (clock[cpu] < round * 1000 + 500)
+				clock[cpu] = round * 1000 + 500;
+			REQUIRE_OK(merger_push_sync(m, cpu, clock[cpu] - 24, 0));
+			if (clock[cpu] - 24 < frontier)
+				frontier = clock[cpu] - 24;
+		}
+		oc.limit = frontier;
+		merger_release(m, 0, order_check_emit, &oc);
+		for (unsigned int cpu = 0; cpu < 8; cpu++)
+			clock[cpu] = clock[cpu] > (round + 1) * 1000 ? clock[cpu] : (round + 1) * 1000;
+	}
+	for (unsigned int cpu = 0; cpu < 8; cpu++)
+		REQUIRE_OK(merger_push_sync(m, cpu, UINT64_MAX - 1, 0));
+	oc.limit = UINT64_MAX;
+	merger_release(m, 0, order_check_emit, &oc);
+
+	EXPECT_U64(0, oc.errors);
+	EXPECT_U64(pushed, oc.count);
+	EXPECT_U64(id_sum, oc.id_sum);
+	EXPECT_U64(0, cap.n);
+	merger_free(m);
+}
+
 int main(void)
 {
 	test_new_rejects_bad_config();
@@ -882,7 +962,8 @@ int main(void)
 	test_cpus_behind();
 	test_cpus_behind_stalled();
 	test_stats_count_pushes();
-	test_heap_orders_many_records();
+	test_orders_many_records();
+	test_merges_queues_of_many_cpus();
 
 	if (failures > 0) {
 		fprintf(stderr, "test-merger: %u check(s) failed\n", failures);
