@@ -80,42 +80,74 @@ static const char digit_pairs[] =
 	"40414243444546474849505152535455565758596061626364656667686970717273747576777879"
 	"8081828384858687888990919293949596979899";
 
-/* Number of decimal digits of v; 1 for 0. */
-static inline unsigned int u64_digits(uint64_t v)
+/* Return the number of decimal digits of v, which is 1 for 0. */
+static inline unsigned int u32_digits(uint32_t v)
 {
-	static const uint64_t pow10[] = {
-		1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL, 10000000ULL,
-		100000000ULL, 1000000000ULL, 10000000000ULL, 100000000000ULL,
-		1000000000000ULL, 10000000000000ULL, 100000000000000ULL, 1000000000000000ULL,
-		10000000000000000ULL, 100000000000000000ULL, 1000000000000000000ULL,
-		10000000000000000000ULL,
+	static const uint32_t pow10[] = {
+		1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000,
 	};
-	/* bits * 1233 / 4096 is floor(bits * log10(2)) for 1 <= bits <= 64, so a
-	 * bits-bit number has that many digits or one more. */
-	unsigned int bits = 64 - (unsigned int)__builtin_clzll(v | 1);
+	/* bits * 1233 / 4096 is floor(bits * log10(2)) for 1 <= bits <= 32, so a
+	 * number of that many bits has that many decimal digits or one more. */
+	unsigned int bits = 32 - (unsigned int)__builtin_clz(v | 1);
 	unsigned int t = (bits * 1233) >> 12;
 
 	return t + ((v | 1) >= pow10[t]);
 }
 
-/* Write v in decimal: count its digits, then fill pairs of digits from the end. */
-static char *put_u64(char *p, uint64_t v)
+static inline void put_pair(char *p, uint32_t v)
 {
-	char *end = p + u64_digits(v);
-	char *q = end;
+	memcpy(p, digit_pairs + 2 * v, 2);
+}
+
+/* Write v in decimal: count its digits, then fill pairs of digits from the end. */
+static inline char *put_u32(char *p, uint32_t v)
+{
+	unsigned int n = u32_digits(v);
+	char *q = p + n;
 
 	while (v >= 100) {
-		uint64_t rest = v / 100;
+		uint32_t rest = v / 100;
 
 		q -= 2;
-		memcpy(q, digit_pairs + 2 * (v - 100 * rest), 2);
+		put_pair(q, v - 100 * rest);
 		v = rest;
 	}
 	if (v >= 10)
-		memcpy(q - 2, digit_pairs + 2 * v, 2);
+		put_pair(q - 2, v);
 	else
 		q[-1] = (char)('0' + v);
-	return end;
+	return p + n;
+}
+
+/* Write v < 10^8 in exactly 8 decimal digits. */
+static inline char *put_8_digits(char *p, uint32_t v)
+{
+	uint32_t high = v / 10000, low = v % 10000;
+
+	put_pair(p, high / 100);
+	put_pair(p + 2, high % 100);
+	put_pair(p + 4, low / 100);
+	put_pair(p + 6, low % 100);
+	return p + 8;
+}
+
+/* Write v in decimal. Above UINT32_MAX, 8 digits at a time in 32-bit arithmetic. */
+static char *put_u64(char *p, uint64_t v)
+{
+	uint64_t high;
+
+	if (v <= UINT32_MAX)
+		return put_u32(p, (uint32_t)v);
+
+	high = v / 100000000;
+	if (high <= UINT32_MAX) {
+		p = put_u32(p, (uint32_t)high);
+	} else {
+		/* UINT64_MAX / 10^16 is 1844, so high / 10^8 has at most 4 digits. */
+		p = put_u32(p, (uint32_t)(high / 100000000));
+		p = put_8_digits(p, (uint32_t)(high % 100000000));
+	}
+	return put_8_digits(p, (uint32_t)(v % 100000000));
 }
 
 static char *put_hex_escape(char *p, unsigned int code)
@@ -487,31 +519,31 @@ static char *writer_put_connection(char *p, const struct tcptap_event *ev)
 		return NULL;
 
 	p = put_literal(p, ",\"pid\":");
-	p = put_u64(p, ev->pid);
+	p = put_u32(p, ev->pid);
 	p = put_literal(p, ",\"tid\":");
-	p = put_u64(p, ev->tid);
+	p = put_u32(p, ev->tid);
 	p = put_literal(p, ",\"comm\":");
 	p = writer_put_comm(p, ev->comm);
 	p = put_literal(p, ",\"uid\":");
-	p = put_u64(p, ev->uid);
+	p = put_u32(p, ev->uid);
 	p = put_literal(p, ",\"family\":\"");
 	p = put_wire_name(p, family);
 	p = put_literal(p, "\",\"saddr\":");
 	p = writer_put_addr(p, ev->family, ev->saddr_be);
 	p = put_literal(p, ",\"sport\":");
-	p = put_u64(p, ev->sport);
+	p = put_u32(p, ev->sport);
 	p = put_literal(p, ",\"daddr\":");
 	p = writer_put_addr(p, ev->family, ev->daddr_be);
 	p = put_literal(p, ",\"dport\":");
-	p = put_u64(p, ev->dport);
+	p = put_u32(p, ev->dport);
 	p = put_literal(p, ",\"netns\":");
-	p = put_u64(p, ev->netns);
+	p = put_u32(p, ev->netns);
 	p = put_literal(p, ",\"cookie\":");
 	p = put_u64(p, ev->cookie);
 	p = put_literal(p, ",\"cgroup\":");
 	p = put_u64(p, ev->cgroup);
 	p = put_literal(p, ",\"cpu\":");
-	return put_u64(p, ev->cpu);
+	return put_u32(p, ev->cpu);
 }
 
 /* Encode r into buf, which has room for JSON_RECORD_MAX_BYTES. Returns the
@@ -537,7 +569,7 @@ static int encode_record_unchecked(const struct record *r, char *buf)
 			p = put_literal(p, ",\"reason\":\"nested\"");
 		} else {
 			p = put_literal(p, ",\"reason\":\"ring_full\",\"cpu\":");
-			p = put_u64(p, r->ev.cpu);
+			p = put_u32(p, r->ev.cpu);
 		}
 		p = put_literal(p, ",\"count\":");
 		p = put_u64(p, r->lost_count);
