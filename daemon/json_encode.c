@@ -234,6 +234,45 @@ static char *put_comm_escaped(char *p, const char *comm, size_t i, size_t n)
 	return p;
 }
 
+/* Load 8 bytes with the first in the least significant byte, on any byte order. */
+static inline uint64_t load_le64(const char *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, sizeof(v));
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+	v = __builtin_bswap64(v);
+#endif
+	return v;
+}
+
+#define BYTES_OF(b) (0x0101010101010101ULL * (b))
+#define HIGH_BITS BYTES_OF(0x80)
+
+/*
+ * Return the number of leading bytes of comm that are printable ASCII other
+ * than '"' and '\\'. It tests 8 bytes at a time: each test below sets the high
+ * bit of the bytes it matches. A borrow or carry between bytes only starts at a
+ * byte that matched, so the lowest flagged byte is exact even where higher
+ * ones are not.
+ */
+static size_t comm_plain_prefix(const char comm[TCPTAP_COMM_LEN])
+{
+	for (size_t i = 0; i < TCPTAP_COMM_LEN; i += 8) {
+		uint64_t x = load_le64(comm + i);
+		uint64_t quote = x ^ BYTES_OF('"'), backslash = x ^ BYTES_OF('\\');
+		uint64_t below_space = (x - BYTES_OF(0x20)) & ~x;
+		uint64_t del_or_above = (x + BYTES_OF(0x01)) | x;
+		uint64_t is_quote = (quote - BYTES_OF(0x01)) & ~quote;
+		uint64_t is_backslash = (backslash - BYTES_OF(0x01)) & ~backslash;
+		uint64_t special = (below_space | del_or_above | is_quote | is_backslash) & HIGH_BITS;
+
+		if (special)
+			return i + (size_t)__builtin_ctzll(special) / 8;
+	}
+	return TCPTAP_COMM_LEN;
+}
+
 /*
  * Write comm as a JSON string. comm is whatever the process set with
  * prctl(PR_SET_NAME) or exec: it ends at the first NUL or after
@@ -244,19 +283,15 @@ static char *put_comm_escaped(char *p, const char *comm, size_t i, size_t n)
  */
 static char *writer_put_comm(char *p, const char comm[TCPTAP_COMM_LEN])
 {
-	const unsigned char *s = (const unsigned char *)comm;
-	size_t i = 0;
-
 	/* Most names are printable ASCII without '"' or '\\', which is copied as is.
 	 * The copy takes all TCPTAP_COMM_LEN bytes and the cursor keeps the plain
 	 * prefix, which the escaped path continues from a character boundary. */
-	while (i < TCPTAP_COMM_LEN && s[i] >= 0x20 && s[i] < 0x7f && s[i] != '"' && s[i] != '\\')
-		i++;
+	size_t i = comm_plain_prefix(comm);
 
 	p = put_char(p, '"');
 	memcpy(p, comm, TCPTAP_COMM_LEN);
 	p += i;
-	if (i < TCPTAP_COMM_LEN && s[i] != '\0')
+	if (i < TCPTAP_COMM_LEN && comm[i] != '\0')
 		p = put_comm_escaped(p, comm, i, i + strnlen(comm + i, TCPTAP_COMM_LEN - i));
 	return put_char(p, '"');
 }
