@@ -332,17 +332,35 @@ static char *put_ipv4(char *p, const uint8_t addr_be[4])
 	return p;
 }
 
-/* Write a 16-bit group in lowercase hex without leading zeros. */
-static char *put_hex_group(char *p, unsigned int group)
+static const char hex_pairs[] =
+	"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+	"202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+	"404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+	"606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+	"808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+	"a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+	"c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+	"e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+
+/* Write a 16-bit group in lowercase hex without leading zeros. Stores 4 bytes. */
+static inline char *put_hex_group(char *p, unsigned int group)
 {
-	static const char hex[] = "0123456789abcdef";
 	unsigned int bits = 32 - (unsigned int)__builtin_clz(group | 1);
 	unsigned int n = (bits + 3) / 4;
+	uint16_t high, low;
+	uint32_t text;
 
-	for (unsigned int i = n; i > 0; i--) {
-		p[i - 1] = hex[group & 0xf];
-		group >>= 4;
-	}
+	/* Built in a register: storing the pairs to memory and reloading them as
+	 * one word would stall on store forwarding. */
+	memcpy(&high, hex_pairs + 2 * (group >> 8), 2);
+	memcpy(&low, hex_pairs + 2 * (group & 0xff), 2);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+	text = ((uint32_t)high << 16 | low) << 8 * (4 - n);
+#else
+	text = (high | (uint32_t)low << 16) >> 8 * (4 - n);
+#endif
+	/* The leading zeros were the first bytes in memory order, now dropped. */
+	memcpy(p, &text, sizeof(text));
 	return p + n;
 }
 
