@@ -1,10 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-#include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <stdbool.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,65 +14,148 @@
  * every published record is encoded once per daemon, however many clients
  * read it, so this path allocates nothing. The rarer messages (hello,
  * snapshot_end, error, overflow) go through json-c.
+ *
+ * The record writers below advance a plain cursor and check no bounds. They
+ * rely on the maximum line length, RECORD_LINE_MAX_LEN, and on no write
+ * reaching more than WRITE_SLACK_BYTES past the end of the text written so
+ * far. The public functions give them a buffer of JSON_RECORD_MAX_BYTES,
+ * which covers both, and copy the line out when the caller's buffer is smaller.
  */
 
-/* Output cursor over the caller's buffer; overflow sticks once set. */
-struct json_writer {
-	char *buf;
-	size_t size;
-	size_t len;
-	bool overflow;
-};
+/* Maximum text lengths of the variable fields. */
+#define U16_TEXT_MAX 5		/* 65535 */
+#define U32_TEXT_MAX 10		/* 4294967295 */
+#define U64_TEXT_MAX 20		/* 18446744073709551615 */
+#define COMM_TEXT_MAX (2 + 6 * TCPTAP_COMM_LEN)	/* quotes, and a 6-byte escape per byte */
+#define ADDR_TEXT_MAX (2 + 39)	/* quotes, and eight groups of 4 hex digits */
+#define ERROR_TEXT_MAX (2 + 13)	/* quotes, and EADDRNOTAVAIL, the longest json_errno_name() */
+#define WIRE_NAME_MAX 15	/* a padded name's text; "connect_failed" has 14 bytes */
 
-static void writer_put(struct json_writer *w, const char *s, size_t n)
+#define LITERAL_LEN(s) (sizeof("" s "") - 1)
+
+/* The fields of writer_put_connection(). */
+#define CONNECTION_TEXT_MAX								\
+	(LITERAL_LEN(",\"pid\":") + U32_TEXT_MAX + LITERAL_LEN(",\"tid\":") + U32_TEXT_MAX +	\
+	 LITERAL_LEN(",\"comm\":") + COMM_TEXT_MAX + LITERAL_LEN(",\"uid\":") + U32_TEXT_MAX +	\
+	 LITERAL_LEN(",\"family\":\"") + WIRE_NAME_MAX + LITERAL_LEN("\",\"saddr\":") +	\
+	 ADDR_TEXT_MAX + LITERAL_LEN(",\"sport\":") + U16_TEXT_MAX +			\
+	 LITERAL_LEN(",\"daddr\":") + ADDR_TEXT_MAX + LITERAL_LEN(",\"dport\":") +		\
+	 U16_TEXT_MAX + LITERAL_LEN(",\"netns\":") + U32_TEXT_MAX +				\
+	 LITERAL_LEN(",\"cookie\":") + U64_TEXT_MAX + LITERAL_LEN(",\"cgroup\":") +	\
+	 U64_TEXT_MAX + LITERAL_LEN(",\"cpu\":") + U32_TEXT_MAX)
+
+/* A record line is longest as connect_failed with "late". A snapshot line has
+ * fewer bytes both before and after the connection fields, and a lost record has
+ * no connection fields. */
+#define RECORD_LINE_MAX_LEN									\
+	(LITERAL_LEN("{\"seq\":") + U64_TEXT_MAX + LITERAL_LEN(",\"ts_ns\":") + U64_TEXT_MAX +	\
+	 LITERAL_LEN(",\"type\":\"") + WIRE_NAME_MAX + LITERAL_LEN("\"") + CONNECTION_TEXT_MAX +	\
+	 LITERAL_LEN(",\"error\":") + ERROR_TEXT_MAX + LITERAL_LEN(",\"late\":true") +	\
+	 LITERAL_LEN("}\n"))
+
+/* Some writes store a fixed block of up to 16 bytes and advance only by the length of
+ * the text in it. */
+#define WRITE_SLACK_BYTES 16
+
+_Static_assert(RECORD_LINE_MAX_LEN + WRITE_SLACK_BYTES <= JSON_RECORD_MAX_BYTES,
+	       "JSON_RECORD_MAX_BYTES must hold the longest record line");
+
+static inline char *put_bytes(char *p, const char *s, size_t n)
 {
-	if (w->overflow || n > w->size - w->len) {
-		w->overflow = true;
-		return;
-	}
-	memcpy(w->buf + w->len, s, n);
-	w->len += n;
+	memcpy(p, s, n);
+	return p + n;
 }
 
-static void writer_put_str(struct json_writer *w, const char *s)
+/* Copy a string literal. Its length is a constant, so the copy compiles to a few stores. */
+#define put_literal(p, s) put_bytes(p, "" s "", LITERAL_LEN(s))
+
+static inline char *put_char(char *p, char c)
 {
-	writer_put(w, s, strlen(s));
+	*p = c;
+	return p + 1;
 }
 
-/* Two digits per division, which halves the chain of dependent divisions:
- * a record has a dozen numbers of up to 20 digits. */
-static void writer_put_u64(struct json_writer *w, uint64_t v)
+static const char digit_pairs[] =
+	"00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+	"40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+	"8081828384858687888990919293949596979899";
+
+/* Return the number of decimal digits of v, which is 1 for 0. */
+static inline unsigned int u32_digits(uint32_t v)
 {
-	static const char pairs[] =
-		"00010203040506070809101112131415161718192021222324252627282930313233343536373839"
-		"40414243444546474849505152535455565758596061626364656667686970717273747576777879"
-		"8081828384858687888990919293949596979899";
-	char digits[20];	/* UINT64_MAX has 20 decimal digits */
-	size_t i = sizeof(digits);
+	static const uint32_t pow10[] = {
+		1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000,
+	};
+	/* bits * 1233 / 4096 is floor(bits * log10(2)) for 1 <= bits <= 32, so a
+	 * number of that many bits has that many decimal digits or one more. */
+	unsigned int bits = 32 - (unsigned int)__builtin_clz(v | 1);
+	unsigned int t = (bits * 1233) >> 12;
+
+	return t + ((v | 1) >= pow10[t]);
+}
+
+static inline void put_pair(char *p, uint32_t v)
+{
+	memcpy(p, digit_pairs + 2 * v, 2);
+}
+
+/* Write v in decimal: count its digits, then fill pairs of digits from the end. */
+static inline char *put_u32(char *p, uint32_t v)
+{
+	unsigned int n = u32_digits(v);
+	char *q = p + n;
 
 	while (v >= 100) {
-		const char *pair = pairs + 2 * (v % 100);
+		uint32_t rest = v / 100;
 
-		v /= 100;
-		digits[--i] = pair[1];
-		digits[--i] = pair[0];
+		q -= 2;
+		put_pair(q, v - 100 * rest);
+		v = rest;
 	}
-	if (v >= 10) {
-		digits[--i] = pairs[2 * v + 1];
-		digits[--i] = pairs[2 * v];
-	} else {
-		digits[--i] = (char)('0' + v);
-	}
-
-	writer_put(w, digits + i, sizeof(digits) - i);
+	if (v >= 10)
+		put_pair(q - 2, v);
+	else
+		q[-1] = (char)('0' + v);
+	return p + n;
 }
 
-static void writer_put_hex_escape(struct json_writer *w, unsigned int code)
+/* Write v < 10^8 in exactly 8 decimal digits. */
+static inline char *put_8_digits(char *p, uint32_t v)
+{
+	uint32_t high = v / 10000, low = v % 10000;
+
+	put_pair(p, high / 100);
+	put_pair(p + 2, high % 100);
+	put_pair(p + 4, low / 100);
+	put_pair(p + 6, low % 100);
+	return p + 8;
+}
+
+/* Write v in decimal. Above UINT32_MAX, 8 digits at a time in 32-bit arithmetic. */
+static char *put_u64(char *p, uint64_t v)
+{
+	uint64_t high;
+
+	if (v <= UINT32_MAX)
+		return put_u32(p, (uint32_t)v);
+
+	high = v / 100000000;
+	if (high <= UINT32_MAX) {
+		p = put_u32(p, (uint32_t)high);
+	} else {
+		/* UINT64_MAX / 10^16 is 1844, so high / 10^8 has at most 4 digits. */
+		p = put_u32(p, (uint32_t)(high / 100000000));
+		p = put_8_digits(p, (uint32_t)(high % 100000000));
+	}
+	return put_8_digits(p, (uint32_t)(v % 100000000));
+}
+
+static char *put_hex_escape(char *p, unsigned int code)
 {
 	static const char hex[] = "0123456789abcdef";
 	char esc[6] = { '\\', 'u', '0', '0', hex[(code >> 4) & 0xf], hex[code & 0xf] };
 
-	writer_put(w, esc, sizeof(esc));
+	return put_bytes(p, esc, sizeof(esc));
 }
 
 /*
@@ -122,6 +202,77 @@ static size_t utf8_sequence_len(const unsigned char *s, size_t n)
 	return len;
 }
 
+/* Write comm[i..n) with escapes, as described at writer_put_comm(). */
+static char *put_comm_escaped(char *p, const char *comm, size_t i, size_t n)
+{
+	const unsigned char *s = (const unsigned char *)comm;
+
+	while (i < n) {
+		size_t seq = utf8_sequence_len(s + i, n - i);
+
+		if (seq == 0) {
+			p = put_literal(p, "\\ufffd");
+			i++;
+		} else if (seq == 2 && s[i] == 0xc2 && s[i + 1] <= 0x9f) {
+			p = put_hex_escape(p, s[i + 1]);
+			i += 2;
+		} else if (seq > 1) {
+			p = put_bytes(p, comm + i, seq);
+			i += seq;
+		} else if (s[i] == '"' || s[i] == '\\') {
+			p = put_char(p, '\\');
+			p = put_char(p, comm[i]);
+			i++;
+		} else if (s[i] < 0x20 || s[i] == 0x7f) {
+			p = put_hex_escape(p, s[i]);
+			i++;
+		} else {
+			p = put_char(p, comm[i]);
+			i++;
+		}
+	}
+	return p;
+}
+
+/* Load 8 bytes with the first in the least significant byte, on any byte order. */
+static inline uint64_t load_le64(const char *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, sizeof(v));
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+	v = __builtin_bswap64(v);
+#endif
+	return v;
+}
+
+#define BYTES_OF(b) (0x0101010101010101ULL * (b))
+#define HIGH_BITS BYTES_OF(0x80)
+
+/*
+ * Return the number of leading bytes of comm that are printable ASCII other
+ * than '"' and '\\'. It tests 8 bytes at a time: each test below sets the high
+ * bit of the bytes it matches. A borrow or carry between bytes only starts at a
+ * byte that matched, so the lowest flagged byte is exact even where higher
+ * ones are not.
+ */
+static size_t comm_plain_prefix(const char comm[TCPTAP_COMM_LEN])
+{
+	for (size_t i = 0; i < TCPTAP_COMM_LEN; i += 8) {
+		uint64_t x = load_le64(comm + i);
+		uint64_t quote = x ^ BYTES_OF('"'), backslash = x ^ BYTES_OF('\\');
+		uint64_t below_space = (x - BYTES_OF(0x20)) & ~x;
+		uint64_t del_or_above = (x + BYTES_OF(0x01)) | x;
+		uint64_t is_quote = (quote - BYTES_OF(0x01)) & ~quote;
+		uint64_t is_backslash = (backslash - BYTES_OF(0x01)) & ~backslash;
+		uint64_t special = (below_space | del_or_above | is_quote | is_backslash) & HIGH_BITS;
+
+		if (special)
+			return i + (size_t)__builtin_ctzll(special) / 8;
+	}
+	return TCPTAP_COMM_LEN;
+}
+
 /*
  * Write comm as a JSON string. comm is whatever the process set with
  * prctl(PR_SET_NAME) or exec: it ends at the first NUL or after
@@ -130,111 +281,224 @@ static size_t utf8_sequence_len(const unsigned char *s, size_t n)
  * reader; every byte that is not part of a well-formed UTF-8 sequence becomes
  * one \ufffd. The output therefore depends only on the input bytes.
  */
-static void writer_put_comm(struct json_writer *w, const char comm[TCPTAP_COMM_LEN])
+static char *writer_put_comm(char *p, const char comm[TCPTAP_COMM_LEN])
 {
-	const unsigned char *s = (const unsigned char *)comm;
-	size_t n = strnlen(comm, TCPTAP_COMM_LEN);
-	size_t i = 0;
+	/* Most names are printable ASCII without '"' or '\\', which is copied as is.
+	 * The copy takes all TCPTAP_COMM_LEN bytes and the cursor keeps the plain
+	 * prefix, which the escaped path continues from a character boundary. */
+	size_t i = comm_plain_prefix(comm);
 
-	writer_put(w, "\"", 1);
-	while (i < n) {
-		size_t seq = utf8_sequence_len(s + i, n - i);
-
-		if (seq == 0) {
-			writer_put(w, "\\ufffd", 6);
-			i++;
-		} else if (seq == 2 && s[i] == 0xc2 && s[i + 1] <= 0x9f) {
-			writer_put_hex_escape(w, s[i + 1]);
-			i += 2;
-		} else if (seq > 1) {
-			writer_put(w, comm + i, seq);
-			i += seq;
-		} else if (s[i] == '"' || s[i] == '\\') {
-			char esc[2] = { '\\', (char)s[i] };
-
-			writer_put(w, esc, 2);
-			i++;
-		} else if (s[i] < 0x20 || s[i] == 0x7f) {
-			writer_put_hex_escape(w, s[i]);
-			i++;
-		} else {
-			writer_put(w, comm + i, 1);
-			i++;
-		}
-	}
-	writer_put(w, "\"", 1);
+	p = put_char(p, '"');
+	memcpy(p, comm, TCPTAP_COMM_LEN);
+	p += i;
+	if (i < TCPTAP_COMM_LEN && comm[i] != '\0')
+		p = put_comm_escaped(p, comm, i, i + strnlen(comm + i, TCPTAP_COMM_LEN - i));
+	return put_char(p, '"');
 }
 
-static int writer_put_addr(struct json_writer *w, uint8_t family,
-			   const uint8_t addr_be[TCPTAP_ADDR_LEN])
-{
-	char text[INET6_ADDRSTRLEN];
+/* "0" to "255", each padded to 3 bytes and followed by its length. */
+#define OCTET1(u) { '0' + (u), 0, 0, 1 }
+#define OCTET2(t, u) { '0' + (t), '0' + (u), 0, 2 }
+#define OCTET3(h, t, u) { '0' + (h), '0' + (t), '0' + (u), 3 }
+#define OCTET2_ROW(t) OCTET2(t, 0), OCTET2(t, 1), OCTET2(t, 2), OCTET2(t, 3), OCTET2(t, 4), \
+	OCTET2(t, 5), OCTET2(t, 6), OCTET2(t, 7), OCTET2(t, 8), OCTET2(t, 9)
+#define OCTET3_ROW(h, t) OCTET3(h, t, 0), OCTET3(h, t, 1), OCTET3(h, t, 2), OCTET3(h, t, 3), \
+	OCTET3(h, t, 4), OCTET3(h, t, 5), OCTET3(h, t, 6), OCTET3(h, t, 7), OCTET3(h, t, 8), \
+	OCTET3(h, t, 9)
 
-	/* glibc's inet_ntop() formats IPv4 with sprintf(), which took more
-	 * instructions than the rest of the record together. This writes the
-	 * same dotted quad without leading zeros. */
-	if (family == TCPTAP_FAMILY_INET) {
-		writer_put(w, "\"", 1);
-		for (int i = 0; i < 4; i++) {
-			if (i > 0)
-				writer_put(w, ".", 1);
-			writer_put_u64(w, addr_be[i]);
+static const char octet_text[256][4] = {
+	OCTET1(0), OCTET1(1), OCTET1(2), OCTET1(3), OCTET1(4), OCTET1(5), OCTET1(6), OCTET1(7),
+	OCTET1(8), OCTET1(9),
+	OCTET2_ROW(1), OCTET2_ROW(2), OCTET2_ROW(3), OCTET2_ROW(4), OCTET2_ROW(5),
+	OCTET2_ROW(6), OCTET2_ROW(7), OCTET2_ROW(8), OCTET2_ROW(9),
+	OCTET3_ROW(1, 0), OCTET3_ROW(1, 1), OCTET3_ROW(1, 2), OCTET3_ROW(1, 3), OCTET3_ROW(1, 4),
+	OCTET3_ROW(1, 5), OCTET3_ROW(1, 6), OCTET3_ROW(1, 7), OCTET3_ROW(1, 8), OCTET3_ROW(1, 9),
+	OCTET3_ROW(2, 0), OCTET3_ROW(2, 1), OCTET3_ROW(2, 2), OCTET3_ROW(2, 3), OCTET3_ROW(2, 4),
+	OCTET3(2, 5, 0), OCTET3(2, 5, 1), OCTET3(2, 5, 2), OCTET3(2, 5, 3), OCTET3(2, 5, 4),
+	OCTET3(2, 5, 5),
+};
+
+/* Write a dotted quad without leading zeros, the text inet_ntop() writes. */
+static char *put_ipv4(char *p, const uint8_t addr_be[4])
+{
+	for (int i = 0; i < 4; i++) {
+		const char *octet = octet_text[addr_be[i]];
+
+		if (i > 0)
+			p = put_char(p, '.');
+		memcpy(p, octet, 4);	/* the bytes after the digits get overwritten */
+		p += octet[3];
+	}
+	return p;
+}
+
+static const char hex_pairs[] =
+	"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+	"202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+	"404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+	"606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+	"808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+	"a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+	"c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+	"e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+
+/* Write a 16-bit group in lowercase hex without leading zeros. Stores 4 bytes. */
+static inline char *put_hex_group(char *p, unsigned int group)
+{
+	unsigned int bits = 32 - (unsigned int)__builtin_clz(group | 1);
+	unsigned int n = (bits + 3) / 4;
+	uint16_t high, low;
+	uint32_t text;
+
+	/* Built in a register: storing the pairs to memory and reloading them as
+	 * one word would stall on store forwarding. */
+	memcpy(&high, hex_pairs + 2 * (group >> 8), 2);
+	memcpy(&low, hex_pairs + 2 * (group & 0xff), 2);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+	text = ((uint32_t)high << 16 | low) << 8 * (4 - n);
+#else
+	text = (high | (uint32_t)low << 16) >> 8 * (4 - n);
+#endif
+	/* The leading zeros were the first bytes in memory order, now dropped. */
+	memcpy(p, &text, sizeof(text));
+	return p + n;
+}
+
+/*
+ * Write an IPv6 address as glibc's inet_ntop() does, which the tests check. The
+ * longest run of two or more zero groups becomes "::", the first one if runs tie.
+ * An address whose longest zero run is exactly its first six groups, or its
+ * first five followed by ffff, ends in a dotted quad.
+ */
+static char *put_ipv6(char *p, const uint8_t addr_be[TCPTAP_ADDR_LEN])
+{
+	unsigned int groups[8];
+	int run_start = -1, run_len = 0, cur_start = 0, cur_len = 0;
+
+	for (int i = 0; i < 8; i++) {
+		groups[i] = (unsigned int)addr_be[2 * i] << 8 | addr_be[2 * i + 1];
+		if (groups[i] != 0) {
+			cur_len = 0;
+			continue;
 		}
-		writer_put(w, "\"", 1);
-		return 0;
+		if (cur_len++ == 0)
+			cur_start = i;
+		if (cur_len > run_len) {
+			run_start = cur_start;
+			run_len = cur_len;
+		}
+	}
+	if (run_len < 2) {
+		run_start = -1;
+		run_len = 0;
 	}
 
-	if (!inet_ntop(AF_INET6, addr_be, text, sizeof(text)))
-		return -errno;
+	if (run_start == 0 && (run_len == 6 || (run_len == 5 && groups[5] == 0xffff))) {
+		p = run_len == 6 ? put_literal(p, "::") : put_literal(p, "::ffff:");
+		return put_ipv4(p, addr_be + 12);
+	}
 
-	writer_put(w, "\"", 1);
-	writer_put_str(w, text);
-	writer_put(w, "\"", 1);
-	return 0;
+	for (int i = 0; i < 8; i++) {
+		if (i == run_start) {
+			p = put_literal(p, "::");
+			i += run_len - 1;
+			continue;
+		}
+		if (i > 0 && i != run_start + run_len)
+			p = put_char(p, ':');
+		p = put_hex_group(p, groups[i]);
+	}
+	return p;
+}
+
+static char *writer_put_addr(char *p, uint8_t family, const uint8_t addr_be[TCPTAP_ADDR_LEN])
+{
+	p = put_char(p, '"');
+	if (family == TCPTAP_FAMILY_INET)
+		p = put_ipv4(p, addr_be);
+	else
+		p = put_ipv6(p, addr_be);
+	return put_char(p, '"');
+}
+
+/* A wire name zero-padded to 16 bytes, so it is copied with one fixed-size memcpy(). */
+struct wire_name {
+	char text[WIRE_NAME_MAX + 1];
+	uint8_t len;
+};
+
+#define WIRE_NAME(s) { .text = "" s "", .len = LITERAL_LEN(s) }
+
+/* Copy all of name->text and advance by its length. */
+static inline char *put_wire_name(char *p, const struct wire_name *name)
+{
+	memcpy(p, name->text, sizeof(name->text));
+	return p + name->len;
+}
+
+static const struct wire_name *type_wire_name(unsigned int type)
+{
+	static const struct wire_name event_names[] = {
+		[TCPTAP_EV_CONNECT] = WIRE_NAME("connect"),
+		[TCPTAP_EV_ACCEPT] = WIRE_NAME("accept"),
+		[TCPTAP_EV_CLOSE] = WIRE_NAME("close"),
+		[TCPTAP_EV_CONNECT_FAILED] = WIRE_NAME("connect_failed"),
+	};
+	static const struct wire_name lost = WIRE_NAME("lost");
+
+	if (type == RECORD_LOST)
+		return &lost;
+	if (type < sizeof(event_names) / sizeof(event_names[0]) && event_names[type].len > 0)
+		return &event_names[type];
+	return NULL;
+}
+
+static const struct wire_name *family_wire_name(unsigned int family)
+{
+	static const struct wire_name inet = WIRE_NAME("inet"), inet6 = WIRE_NAME("inet6");
+
+	switch (family) {
+	case TCPTAP_FAMILY_INET:
+		return &inet;
+	case TCPTAP_FAMILY_INET6:
+		return &inet6;
+	default:
+		return NULL;
+	}
+}
+
+static const struct wire_name *origin_wire_name(unsigned int origin)
+{
+	static const struct wire_name names[] = {
+		[RECORD_ORIGIN_CONNECT] = WIRE_NAME("connect"),
+		[RECORD_ORIGIN_ACCEPT] = WIRE_NAME("accept"),
+		[RECORD_ORIGIN_SEEDED] = WIRE_NAME("seeded"),
+	};
+
+	if (origin < sizeof(names) / sizeof(names[0]) && names[origin].len > 0)
+		return &names[origin];
+	return NULL;
 }
 
 const char *json_type_name(unsigned int type)
 {
-	switch (type) {
-	case TCPTAP_EV_CONNECT:
-		return "connect";
-	case TCPTAP_EV_ACCEPT:
-		return "accept";
-	case TCPTAP_EV_CLOSE:
-		return "close";
-	case TCPTAP_EV_CONNECT_FAILED:
-		return "connect_failed";
-	case RECORD_LOST:
-		return "lost";
-	default:
-		return NULL;
-	}
+	const struct wire_name *name = type_wire_name(type);
+
+	return name ? name->text : NULL;
 }
 
 const char *json_family_name(unsigned int family)
 {
-	switch (family) {
-	case TCPTAP_FAMILY_INET:
-		return "inet";
-	case TCPTAP_FAMILY_INET6:
-		return "inet6";
-	default:
-		return NULL;
-	}
+	const struct wire_name *name = family_wire_name(family);
+
+	return name ? name->text : NULL;
 }
 
 const char *json_origin_name(unsigned int origin)
 {
-	switch (origin) {
-	case RECORD_ORIGIN_CONNECT:
-		return "connect";
-	case RECORD_ORIGIN_ACCEPT:
-		return "accept";
-	case RECORD_ORIGIN_SEEDED:
-		return "seeded";
-	default:
-		return NULL;
-	}
+	const struct wire_name *name = origin_wire_name(origin);
+
+	return name ? name->text : NULL;
 }
 
 /*
@@ -282,136 +546,156 @@ const char *json_errno_name(int error)
 }
 
 /* An errno without a name is written as "E" and its decimal value, e.g. "E135". */
-static void writer_put_error(struct json_writer *w, int32_t error)
+static char *writer_put_error(char *p, int32_t error)
 {
 	const char *name = json_errno_name(error);
 
-	writer_put(w, "\"", 1);
+	p = put_char(p, '"');
 	if (name) {
-		writer_put_str(w, name);
+		p = put_bytes(p, name, strlen(name));
 	} else {
-		writer_put(w, "E", 1);
+		p = put_char(p, 'E');
 		if (error < 0)
-			writer_put(w, "-", 1);
-		writer_put_u64(w, error < 0 ? (uint64_t)-(int64_t)error : (uint64_t)error);
+			p = put_char(p, '-');
+		p = put_u64(p, error < 0 ? (uint64_t)-(int64_t)error : (uint64_t)error);
 	}
-	writer_put(w, "\"", 1);
+	return put_char(p, '"');
 }
 
-/* The fields an event record and a snapshot record share, from "pid" to "cpu". */
-static int writer_put_connection(struct json_writer *w, const struct tcptap_event *ev)
+/* The fields an event record and a snapshot record share, from "pid" to "cpu".
+ * Returns the new cursor, or NULL for a family without a wire name. */
+static char *writer_put_connection(char *p, const struct tcptap_event *ev)
 {
-	const char *family = json_family_name(ev->family);
-	int r;
+	const struct wire_name *family = family_wire_name(ev->family);
 
 	if (!family)
-		return -EINVAL;
+		return NULL;
 
-	writer_put_str(w, ",\"pid\":");
-	writer_put_u64(w, ev->pid);
-	writer_put_str(w, ",\"tid\":");
-	writer_put_u64(w, ev->tid);
-	writer_put_str(w, ",\"comm\":");
-	writer_put_comm(w, ev->comm);
-	writer_put_str(w, ",\"uid\":");
-	writer_put_u64(w, ev->uid);
-	writer_put_str(w, ",\"family\":\"");
-	writer_put_str(w, family);
-	writer_put_str(w, "\",\"saddr\":");
-	r = writer_put_addr(w, ev->family, ev->saddr_be);
-	if (r < 0)
-		return r;
-	writer_put_str(w, ",\"sport\":");
-	writer_put_u64(w, ev->sport);
-	writer_put_str(w, ",\"daddr\":");
-	r = writer_put_addr(w, ev->family, ev->daddr_be);
-	if (r < 0)
-		return r;
-	writer_put_str(w, ",\"dport\":");
-	writer_put_u64(w, ev->dport);
-	writer_put_str(w, ",\"netns\":");
-	writer_put_u64(w, ev->netns);
-	writer_put_str(w, ",\"cookie\":");
-	writer_put_u64(w, ev->cookie);
-	writer_put_str(w, ",\"cgroup\":");
-	writer_put_u64(w, ev->cgroup);
-	writer_put_str(w, ",\"cpu\":");
-	writer_put_u64(w, ev->cpu);
-	return 0;
+	p = put_literal(p, ",\"pid\":");
+	p = put_u32(p, ev->pid);
+	p = put_literal(p, ",\"tid\":");
+	p = put_u32(p, ev->tid);
+	p = put_literal(p, ",\"comm\":");
+	p = writer_put_comm(p, ev->comm);
+	p = put_literal(p, ",\"uid\":");
+	p = put_u32(p, ev->uid);
+	p = put_literal(p, ",\"family\":\"");
+	p = put_wire_name(p, family);
+	p = put_literal(p, "\",\"saddr\":");
+	p = writer_put_addr(p, ev->family, ev->saddr_be);
+	p = put_literal(p, ",\"sport\":");
+	p = put_u32(p, ev->sport);
+	p = put_literal(p, ",\"daddr\":");
+	p = writer_put_addr(p, ev->family, ev->daddr_be);
+	p = put_literal(p, ",\"dport\":");
+	p = put_u32(p, ev->dport);
+	p = put_literal(p, ",\"netns\":");
+	p = put_u32(p, ev->netns);
+	p = put_literal(p, ",\"cookie\":");
+	p = put_u64(p, ev->cookie);
+	p = put_literal(p, ",\"cgroup\":");
+	p = put_u64(p, ev->cgroup);
+	p = put_literal(p, ",\"cpu\":");
+	return put_u32(p, ev->cpu);
 }
 
-static int writer_finish(struct json_writer *w)
+/* Encode r into buf, which has room for JSON_RECORD_MAX_BYTES. Returns the
+ * length or -EINVAL. */
+static int encode_record_unchecked(const struct record *r, char *buf)
 {
-	writer_put(w, "}\n", 2);
-	if (w->overflow)
-		return -ENOSPC;
-	return (int)w->len;
-}
-
-int json_encode_record(const struct record *r, char *buf, size_t size)
-{
-	struct json_writer w = { .buf = buf, .size = size };
-	const char *type = json_type_name(r->ev.type);
-	int ret;
+	const struct wire_name *type = type_wire_name(r->ev.type);
+	char *p = buf;
 
 	if (!type)
 		return -EINVAL;
 
-	writer_put_str(&w, "{\"seq\":");
-	writer_put_u64(&w, r->seq);
-	writer_put_str(&w, ",\"ts_ns\":");
-	writer_put_u64(&w, r->ev.ts_ns);
-	writer_put_str(&w, ",\"type\":\"");
-	writer_put_str(&w, type);
-	writer_put(&w, "\"", 1);
+	p = put_literal(p, "{\"seq\":");
+	p = put_u64(p, r->seq);
+	p = put_literal(p, ",\"ts_ns\":");
+	p = put_u64(p, r->ev.ts_ns);
+	p = put_literal(p, ",\"type\":\"");
+	p = put_wire_name(p, type);
+	p = put_char(p, '"');
 
 	if (r->ev.type == RECORD_LOST) {
 		if (r->lost_reason == RECORD_LOST_NESTED) {
-			writer_put_str(&w, ",\"reason\":\"nested\"");
+			p = put_literal(p, ",\"reason\":\"nested\"");
 		} else {
-			writer_put_str(&w, ",\"reason\":\"ring_full\",\"cpu\":");
-			writer_put_u64(&w, r->ev.cpu);
+			p = put_literal(p, ",\"reason\":\"ring_full\",\"cpu\":");
+			p = put_u32(p, r->ev.cpu);
 		}
-		writer_put_str(&w, ",\"count\":");
-		writer_put_u64(&w, r->lost_count);
+		p = put_literal(p, ",\"count\":");
+		p = put_u64(p, r->lost_count);
 	} else {
-		ret = writer_put_connection(&w, &r->ev);
-		if (ret < 0)
-			return ret;
+		p = writer_put_connection(p, &r->ev);
+		if (!p)
+			return -EINVAL;
 		if (r->ev.type == TCPTAP_EV_CONNECT_FAILED) {
-			writer_put_str(&w, ",\"error\":");
-			writer_put_error(&w, r->ev.error);
+			p = put_literal(p, ",\"error\":");
+			p = writer_put_error(p, r->ev.error);
 		}
 		if (r->ev.type == TCPTAP_EV_CLOSE && r->inferred)
-			writer_put_str(&w, ",\"inferred\":true");
+			p = put_literal(p, ",\"inferred\":true");
 	}
 
 	if (r->late)
-		writer_put_str(&w, ",\"late\":true");
+		p = put_literal(p, ",\"late\":true");
 
-	return writer_finish(&w);
+	p = put_literal(p, "}\n");
+	return (int)(p - buf);
 }
 
-int json_encode_snapshot(const struct record *r, char *buf, size_t size)
+/* Encode r as a snapshot line into buf, which has room for JSON_RECORD_MAX_BYTES.
+ * Returns the length or -EINVAL. */
+static int encode_snapshot_unchecked(const struct record *r, char *buf)
 {
-	struct json_writer w = { .buf = buf, .size = size };
-	const char *origin = json_origin_name(r->origin);
-	int ret;
+	const struct wire_name *origin = origin_wire_name(r->origin);
+	char *p = buf;
 
 	if (!origin)
 		return -EINVAL;
 
-	writer_put_str(&w, "{\"ts_ns\":");
-	writer_put_u64(&w, r->ev.ts_ns);
-	writer_put_str(&w, ",\"type\":\"snapshot\"");
-	ret = writer_put_connection(&w, &r->ev);
-	if (ret < 0)
-		return ret;
-	writer_put_str(&w, ",\"origin\":\"");
-	writer_put_str(&w, origin);
-	writer_put(&w, "\"", 1);
+	p = put_literal(p, "{\"ts_ns\":");
+	p = put_u64(p, r->ev.ts_ns);
+	p = put_literal(p, ",\"type\":\"snapshot\"");
+	p = writer_put_connection(p, &r->ev);
+	if (!p)
+		return -EINVAL;
+	p = put_literal(p, ",\"origin\":\"");
+	p = put_wire_name(p, origin);
+	p = put_literal(p, "\"}\n");
+	return (int)(p - buf);
+}
 
-	return writer_finish(&w);
+/* Run an unchecked encoder on buf if it has room for any line, else on a local
+ * buffer whose line is copied to buf if it fits. Returns the length, -ENOSPC or
+ * the encoder's -EINVAL. */
+static inline int encode_checked(int (*encode)(const struct record *r, char *buf),
+				 const struct record *r, char *buf, size_t size)
+{
+	char line[JSON_RECORD_MAX_BYTES];
+	int len;
+
+	if (size >= JSON_RECORD_MAX_BYTES)
+		return encode(r, buf);
+
+	len = encode(r, line);
+	if (len < 0)
+		return len;
+	if ((size_t)len > size)
+		return -ENOSPC;
+	memcpy(buf, line, (size_t)len);
+	return len;
+}
+
+int json_encode_record(const struct record *r, char *buf, size_t size)
+{
+	return encode_checked(encode_record_unchecked, r, buf, size);
+}
+
+int json_encode_snapshot(const struct record *r, char *buf, size_t size)
+{
+	return encode_checked(encode_snapshot_unchecked, r, buf, size);
 }
 
 /* Serialize obj as one line ending in '\n'. Takes ownership of obj. */

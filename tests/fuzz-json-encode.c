@@ -14,6 +14,9 @@
  * tcptap_event (as a hostile or buggy BPF side could produce) plus the
  * record fields. Every line the encoder accepts must be one strict,
  * valid-UTF-8 JSON object ending in '\n', within JSON_RECORD_MAX_BYTES.
+ * A buffer of exactly the line's length must get the same line, and one a
+ * byte shorter -ENOSPC. The buffers are heap blocks of exactly their size,
+ * so AddressSanitizer reports any write past them.
  */
 
 static void check_line(const char *buf, int len)
@@ -38,11 +41,39 @@ static void check_line(const char *buf, int len)
 	json_tokener_free(tok);
 }
 
+/* Encode r into a JSON_RECORD_MAX_BYTES buffer, then into buffers of the line's
+ * length and one byte less, which take the encoder's path for small buffers. */
+static void check_encoder(int (*encode)(const struct record *r, char *buf, size_t size),
+			  const struct record *r)
+{
+	char *buf = malloc(JSON_RECORD_MAX_BYTES), *exact, *short_buf;
+	int len;
+
+	if (!buf)
+		return;
+	len = encode(r, buf, JSON_RECORD_MAX_BYTES);
+	if (len == -EINVAL) {
+		free(buf);
+		return;
+	}
+	check_line(buf, len);
+
+	exact = malloc((size_t)len);
+	short_buf = malloc((size_t)len - 1);
+	if (exact && short_buf) {
+		if (encode(r, exact, (size_t)len) != len || memcmp(exact, buf, (size_t)len) != 0)
+			abort();
+		if (encode(r, short_buf, (size_t)len - 1) != -ENOSPC)
+			abort();
+	}
+	free(short_buf);
+	free(exact);
+	free(buf);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct record r = { 0 };
-	char buf[JSON_RECORD_MAX_BYTES];
-	int len;
 
 	if (size < sizeof(r.ev) + 10)
 		return 0;
@@ -56,12 +87,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (r.ev.family & 0x80)
 		r.ev.family = (r.ev.family & 1) ? TCPTAP_FAMILY_INET6 : TCPTAP_FAMILY_INET;
 
-	len = json_encode_record(&r, buf, sizeof(buf));
-	if (len != -EINVAL)
-		check_line(buf, len);
-
-	len = json_encode_snapshot(&r, buf, sizeof(buf));
-	if (len != -EINVAL)
-		check_line(buf, len);
+	check_encoder(json_encode_record, &r);
+	check_encoder(json_encode_snapshot, &r);
 	return 0;
 }

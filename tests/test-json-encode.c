@@ -2,6 +2,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -504,40 +506,525 @@ static void test_buffer_too_small(void)
 	check_enospc(&lost, json_encode_record);
 }
 
-/* The longest possible lines fit JSON_RECORD_MAX_BYTES, the size callers allocate. */
-static void test_max_length(void)
+/*
+ * Exact maximum line lengths. The longest record line is a connect_failed record
+ * with "late" and the 13-byte error name EADDRNOTAVAIL. Its numbers take 20
+ * digits (u64), 10 (u32) and 5 (ports), its IPv6 addresses eight 4-digit groups
+ * (39 bytes), and each of its 16 comm bytes becomes a 6-byte escape. The longest
+ * snapshot line has the same fields and the origin "connect".
+ */
+#define RECORD_LINE_MAX_LEN 516
+#define SNAPSHOT_LINE_MAX_LEN 466
+
+static struct record make_max_length_record(void)
 {
-	struct record r = { .seq = UINT64_MAX, .late = true, .origin = RECORD_ORIGIN_SEEDED };
-	char buf[4096];
-	int len;
+	struct record r = { .seq = UINT64_MAX, .late = true, .origin = RECORD_ORIGIN_CONNECT };
 
 	r.ev = (struct tcptap_event) {
 		.ts_ns = UINT64_MAX, .cookie = UINT64_MAX, .cgroup = UINT64_MAX,
 		.netns = UINT32_MAX, .pid = UINT32_MAX, .tid = UINT32_MAX, .uid = UINT32_MAX,
-		.cpu = UINT32_MAX, .error = INT32_MIN, .sport = UINT16_MAX, .dport = UINT16_MAX,
-		.type = TCPTAP_EV_CONNECT_FAILED, .family = TCPTAP_FAMILY_INET6,
+		.cpu = UINT32_MAX, .error = EADDRNOTAVAIL, .sport = UINT16_MAX,
+		.dport = UINT16_MAX, .type = TCPTAP_EV_CONNECT_FAILED,
+		.family = TCPTAP_FAMILY_INET6,
 	};
-	/* ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255 is the longest inet_ntop() text. */
 	memset(r.ev.saddr_be, 0xff, TCPTAP_ADDR_LEN);
 	memset(r.ev.daddr_be, 0xff, TCPTAP_ADDR_LEN);
-	memset(r.ev.saddr_be, 0, 10);
-	memset(r.ev.daddr_be, 0, 10);
 	memset(r.ev.comm, 0xff, TCPTAP_COMM_LEN);
+	return r;
+}
 
-	len = json_encode_record(&r, buf, sizeof(buf));
-	CHECK(len > 0);
-	CHECK(len <= JSON_RECORD_MAX_BYTES);
-	fprintf(stderr, "longest record line: %d bytes (limit %d)\n", len, JSON_RECORD_MAX_BYTES);
+/* Raise *record_max and *snapshot_max to the lengths of r's lines if they are longer. */
+static void measure_lengths(const struct record *r, int *record_max, int *snapshot_max)
+{
+	char buf[4096];
+	int len;
 
-	len = json_encode_snapshot(&r, buf, sizeof(buf));
+	len = json_encode_record(r, buf, sizeof(buf));
 	CHECK(len > 0);
-	CHECK(len <= JSON_RECORD_MAX_BYTES);
+	if (len > *record_max)
+		*record_max = len;
 
-	/* C1 controls take 2 input bytes for 6 output bytes, fewer than 0xff's 1 for 6. */
-	memset(r.ev.comm, 0x01, TCPTAP_COMM_LEN);
-	len = json_encode_record(&r, buf, sizeof(buf));
+	len = json_encode_snapshot(r, buf, sizeof(buf));
 	CHECK(len > 0);
-	CHECK(len <= JSON_RECORD_MAX_BYTES);
+	if (len > *snapshot_max)
+		*snapshot_max = len;
+}
+
+/*
+ * The maximum line lengths are exact and fit JSON_RECORD_MAX_BYTES, the size
+ * callers allocate. The fields' lengths add up independently, so varying one
+ * field at a time from make_max_length_record() finds the maximum.
+ */
+static void test_max_length(void)
+{
+	static const char *const comms[] = {
+		"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+		"\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01",
+		"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"",
+		"\xc2\x80\xc2\x80\xc2\x80\xc2\x80\xc2\x80\xc2\x80\xc2\x80\xc2\x80",
+		"\xf0\x9f\x98\x80\xf0\x9f\x98\x80\xf0\x9f\x98\x80\xf0\x9f\x98\x80",
+		"\xe2\x82\xe2\x82\xe2\x82\xe2\x82\xe2\x82\xe2\x82\xe2\x82\xe2\x82",
+	};
+	static const char *const addrs[] = {
+		"ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "::ffff:255.255.255.255",
+		"::255.255.255.255", "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+	};
+	static const uint8_t types[] = {
+		TCPTAP_EV_CONNECT, TCPTAP_EV_ACCEPT, TCPTAP_EV_CLOSE, TCPTAP_EV_CONNECT_FAILED,
+		RECORD_LOST,
+	};
+	struct record longest = make_max_length_record(), r;
+	int record_max = 0, snapshot_max = 0;
+
+	for (size_t i = 0; i < sizeof(comms) / sizeof(comms[0]); i++) {
+		r = longest;
+		memcpy(r.ev.comm, comms[i], TCPTAP_COMM_LEN);
+		measure_lengths(&r, &record_max, &snapshot_max);
+	}
+
+	for (size_t i = 0; i < sizeof(addrs) / sizeof(addrs[0]); i++) {
+		r = longest;
+		CHECK_INT(1, inet_pton(AF_INET6, addrs[i], r.ev.saddr_be));
+		CHECK_INT(1, inet_pton(AF_INET6, addrs[i], r.ev.daddr_be));
+		measure_lengths(&r, &record_max, &snapshot_max);
+	}
+
+	for (int64_t error = -5000; error <= 5000; error++) {
+		r = longest;
+		r.ev.error = (int32_t)error;
+		measure_lengths(&r, &record_max, &snapshot_max);
+	}
+	r = longest;
+	r.ev.error = INT32_MIN;
+	measure_lengths(&r, &record_max, &snapshot_max);
+
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		r = longest;
+		r.ev.type = types[i];
+		r.inferred = true;
+		measure_lengths(&r, &record_max, &snapshot_max);
+	}
+
+	for (uint8_t origin = RECORD_ORIGIN_CONNECT; origin <= RECORD_ORIGIN_SEEDED; origin++) {
+		r = longest;
+		r.origin = origin;
+		measure_lengths(&r, &record_max, &snapshot_max);
+	}
+
+	CHECK_INT(RECORD_LINE_MAX_LEN, record_max);
+	CHECK_INT(SNAPSHOT_LINE_MAX_LEN, snapshot_max);
+	CHECK(record_max <= JSON_RECORD_MAX_BYTES);
+	CHECK(snapshot_max <= JSON_RECORD_MAX_BYTES);
+}
+
+/*
+ * Reference encoder for the randomized comparison: the record format written
+ * plainly with snprintf() and inet_ntop(), independent of the encoder's code.
+ */
+struct ref_line {
+	char text[2048];
+	size_t len;
+};
+
+static void ref_printf(struct ref_line *l, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void ref_printf(struct ref_line *l, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(l->text + l->len, sizeof(l->text) - l->len, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(l->text) - l->len)
+		abort();
+	l->len += (size_t)n;
+}
+
+/*
+ * Decode the UTF-8 sequence at s[0..n) into *ret_cp. Returns its length, or 0
+ * if s does not start a well-formed sequence: a bad lead or continuation byte,
+ * a truncated sequence, an overlong form, a surrogate or a value above U+10FFFF.
+ */
+static size_t ref_utf8_decode(const unsigned char *s, size_t n, uint32_t *ret_cp)
+{
+	static const uint32_t min_cp[] = { 0, 0, 0x80, 0x800, 0x10000 };
+	size_t len;
+	uint32_t cp;
+
+	if (s[0] < 0x80) {
+		*ret_cp = s[0];
+		return 1;
+	}
+	if ((s[0] & 0xe0) == 0xc0) {
+		len = 2;
+		cp = s[0] & 0x1f;
+	} else if ((s[0] & 0xf0) == 0xe0) {
+		len = 3;
+		cp = s[0] & 0x0f;
+	} else if ((s[0] & 0xf8) == 0xf0) {
+		len = 4;
+		cp = s[0] & 0x07;
+	} else {
+		return 0;
+	}
+	if (len > n)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if (cp < min_cp[len] || (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+		return 0;
+	*ret_cp = cp;
+	return len;
+}
+
+static void ref_comm(struct ref_line *l, const char comm[TCPTAP_COMM_LEN])
+{
+	const unsigned char *s = (const unsigned char *)comm;
+	size_t n = strnlen(comm, TCPTAP_COMM_LEN);
+
+	ref_printf(l, "\"");
+	for (size_t i = 0; i < n;) {
+		uint32_t cp;
+		size_t len = ref_utf8_decode(s + i, n - i, &cp);
+
+		if (len == 0) {
+			ref_printf(l, "\\ufffd");
+			i++;
+			continue;
+		}
+		if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f))
+			ref_printf(l, "\\u%04x", (unsigned int)cp);
+		else if (cp == '"' || cp == '\\')
+			ref_printf(l, "\\%c", (char)cp);
+		else
+			ref_printf(l, "%.*s", (int)len, comm + i);
+		i += len;
+	}
+	ref_printf(l, "\"");
+}
+
+static void ref_addr(struct ref_line *l, uint8_t family, const uint8_t addr_be[TCPTAP_ADDR_LEN])
+{
+	char text[INET6_ADDRSTRLEN];
+
+	if (!inet_ntop(family == TCPTAP_FAMILY_INET ? AF_INET : AF_INET6, addr_be, text,
+		       sizeof(text)))
+		abort();
+	ref_printf(l, "\"%s\"", text);
+}
+
+static bool ref_connection(struct ref_line *l, const struct tcptap_event *ev)
+{
+	const char *family = json_family_name(ev->family);
+
+	if (!family)
+		return false;
+
+	ref_printf(l, ",\"pid\":%" PRIu32 ",\"tid\":%" PRIu32 ",\"comm\":", ev->pid, ev->tid);
+	ref_comm(l, ev->comm);
+	ref_printf(l, ",\"uid\":%" PRIu32 ",\"family\":\"%s\",\"saddr\":", ev->uid, family);
+	ref_addr(l, ev->family, ev->saddr_be);
+	ref_printf(l, ",\"sport\":%" PRIu16 ",\"daddr\":", ev->sport);
+	ref_addr(l, ev->family, ev->daddr_be);
+	ref_printf(l, ",\"dport\":%" PRIu16 ",\"netns\":%" PRIu32 ",\"cookie\":%" PRIu64
+		   ",\"cgroup\":%" PRIu64 ",\"cpu\":%" PRIu32,
+		   ev->dport, ev->netns, (uint64_t)ev->cookie, (uint64_t)ev->cgroup, ev->cpu);
+	return true;
+}
+
+/* Returns the line's length, or -EINVAL where the encoder must reject the record. */
+static int ref_encode_record(const struct record *r, struct ref_line *l)
+{
+	const char *type = json_type_name(r->ev.type);
+
+	l->len = 0;
+	if (!type)
+		return -EINVAL;
+
+	ref_printf(l, "{\"seq\":%" PRIu64 ",\"ts_ns\":%" PRIu64 ",\"type\":\"%s\"", r->seq,
+		   (uint64_t)r->ev.ts_ns, type);
+	if (r->ev.type == RECORD_LOST) {
+		if (r->lost_reason == RECORD_LOST_NESTED)
+			ref_printf(l, ",\"reason\":\"nested\"");
+		else
+			ref_printf(l, ",\"reason\":\"ring_full\",\"cpu\":%" PRIu32, r->ev.cpu);
+		ref_printf(l, ",\"count\":%" PRIu64, r->lost_count);
+	} else {
+		if (!ref_connection(l, &r->ev))
+			return -EINVAL;
+		if (r->ev.type == TCPTAP_EV_CONNECT_FAILED) {
+			const char *name = json_errno_name(r->ev.error);
+
+			if (name)
+				ref_printf(l, ",\"error\":\"%s\"", name);
+			else
+				ref_printf(l, ",\"error\":\"E%" PRId32 "\"", r->ev.error);
+		}
+		if (r->ev.type == TCPTAP_EV_CLOSE && r->inferred)
+			ref_printf(l, ",\"inferred\":true");
+	}
+	if (r->late)
+		ref_printf(l, ",\"late\":true");
+	ref_printf(l, "}\n");
+	return (int)l->len;
+}
+
+static int ref_encode_snapshot(const struct record *r, struct ref_line *l)
+{
+	const char *origin = json_origin_name(r->origin);
+
+	l->len = 0;
+	if (!origin)
+		return -EINVAL;
+
+	ref_printf(l, "{\"ts_ns\":%" PRIu64 ",\"type\":\"snapshot\"", (uint64_t)r->ev.ts_ns);
+	if (!ref_connection(l, &r->ev))
+		return -EINVAL;
+	ref_printf(l, ",\"origin\":\"%s\"}\n", origin);
+	return (int)l->len;
+}
+
+/* Return the next splitmix64 value. A fixed seed makes a failure reproducible. */
+static uint64_t rng_next(uint64_t *state)
+{
+	uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+static uint64_t rng_below(uint64_t *state, uint64_t bound)
+{
+	return rng_next(state) % bound;
+}
+
+/* Return a number of at most max_digits digits, each length equally likely, with
+ * the edge values 0, 10^k - 1, 10^k and max_value mixed in. */
+static uint64_t random_number(uint64_t *state, unsigned int max_digits, uint64_t max_value)
+{
+	unsigned int digits = 1 + (unsigned int)rng_below(state, max_digits);
+	uint64_t low = 1, v;
+
+	for (unsigned int i = 1; i < digits; i++)
+		low *= 10;
+
+	switch (rng_below(state, 8)) {
+	case 0:
+		v = 0;
+		break;
+	case 1:
+		v = max_value;
+		break;
+	case 2:
+		v = low;
+		break;
+	case 3:
+		v = low - 1;
+		break;
+	default:
+		/* low .. 10 * low - 1, or up to max_value for the longest length */
+		if (digits == 20)
+			v = low + rng_below(state, max_value - low + 1);
+		else
+			v = low + rng_below(state, 9 * low);
+		break;
+	}
+	return v > max_value ? max_value : v;
+}
+
+/* Fill comm with bytes that exercise every escaping rule: plain ASCII, quotes,
+ * controls, well-formed and invalid UTF-8, a NUL at any position or none. */
+static void random_comm(uint64_t *state, char comm[TCPTAP_COMM_LEN])
+{
+	static const char *const pieces[] = {
+		"a", "Z", "0", " ", ":", "-", "\"", "\\", "\x01", "\t", "\x1b", "\x7f",
+		"\xc2\x80", "\xc2\x9f", "\xc2\xa0", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
+		"\xef\xbf\xbd", "\xed\x9f\xbf", "\xee\x80\x80", "\xf4\x8f\xbf\xbf",
+		"\x80", "\xbf", "\xc0\x80", "\xc1\xbf", "\xe0\x80\x80", "\xed\xa0\x80", "\xf4\x90\x80\x80",
+		"\xf5", "\xff", "\xe2\x82", "\xf0\x9f\x98",
+	};
+	size_t i = 0;
+
+	memset(comm, 0, TCPTAP_COMM_LEN);
+	if (rng_below(state, 4) == 0) {
+		/* Any bytes at all. */
+		for (i = 0; i < TCPTAP_COMM_LEN; i++)
+			comm[i] = (char)rng_next(state);
+		return;
+	}
+	while (i < TCPTAP_COMM_LEN) {
+		const char *piece = pieces[rng_below(state, sizeof(pieces) / sizeof(pieces[0]))];
+		size_t len;
+
+		/* Plain letters make up a third of the pieces. */
+		if (rng_below(state, 3) == 0)
+			piece = "x";
+		len = strlen(piece);
+		if (len > TCPTAP_COMM_LEN - i)
+			len = TCPTAP_COMM_LEN - i;
+		memcpy(comm + i, piece, len);
+		i += len;
+		if (rng_below(state, 12) == 0)
+			break;
+	}
+	/* Bytes after the NUL are not part of comm and must not show. */
+	if (i < TCPTAP_COMM_LEN)
+		for (size_t j = i + 1; j < TCPTAP_COMM_LEN; j++)
+			comm[j] = (char)rng_next(state);
+}
+
+/* Fill addr_be with random bytes. For IPv6, add zero runs of every length and
+ * position, and the IPv4-mapped and IPv4-compatible forms written in dotted form. */
+static void random_addr(uint64_t *state, uint8_t family, uint8_t addr_be[TCPTAP_ADDR_LEN])
+{
+	unsigned int shape = (unsigned int)rng_below(state, 4);
+
+	for (int i = 0; i < TCPTAP_ADDR_LEN; i++)
+		addr_be[i] = (uint8_t)rng_next(state);
+	if (family == TCPTAP_FAMILY_INET || shape == 0)
+		return;
+
+	for (int w = 0; w < 8; w++) {
+		switch (rng_below(state, 4)) {
+		case 0:
+			addr_be[2 * w] = 0;
+			addr_be[2 * w + 1] = 0;
+			break;
+		case 1:
+			addr_be[2 * w] = 0;
+			addr_be[2 * w + 1] &= (uint8_t)(0xff >> rng_below(state, 8));
+			break;
+		case 2:
+			addr_be[2 * w] &= 0x0f;
+			break;
+		}
+	}
+	if (shape == 2) {
+		memset(addr_be, 0, 10);
+		addr_be[10] = addr_be[11] = rng_below(state, 2) ? 0xff : 0;
+	}
+}
+
+static void random_record(uint64_t *state, struct record *r)
+{
+	static const uint8_t types[] = {
+		TCPTAP_EV_CONNECT, TCPTAP_EV_ACCEPT, TCPTAP_EV_CLOSE, TCPTAP_EV_CONNECT_FAILED,
+		RECORD_LOST,
+	};
+	uint64_t kind = rng_below(state, 100);
+
+	memset(r, 0, sizeof(*r));
+	r->seq = random_number(state, 20, UINT64_MAX);
+	r->lost_count = random_number(state, 20, UINT64_MAX);
+	r->late = rng_below(state, 2);
+	r->lost_reason = (uint8_t)rng_below(state, 2);
+	r->inferred = rng_below(state, 2);
+	r->origin = (uint8_t)rng_below(state, 4);
+
+	r->ev.ts_ns = random_number(state, 20, UINT64_MAX);
+	r->ev.cookie = random_number(state, 20, UINT64_MAX);
+	r->ev.cgroup = random_number(state, 20, UINT64_MAX);
+	r->ev.netns = (uint32_t)random_number(state, 10, UINT32_MAX);
+	r->ev.pid = (uint32_t)random_number(state, 10, UINT32_MAX);
+	r->ev.tid = (uint32_t)random_number(state, 10, UINT32_MAX);
+	r->ev.uid = (uint32_t)random_number(state, 10, UINT32_MAX);
+	r->ev.cpu = (uint32_t)random_number(state, 10, UINT32_MAX);
+	r->ev.sport = (uint16_t)random_number(state, 5, UINT16_MAX);
+	r->ev.dport = (uint16_t)random_number(state, 5, UINT16_MAX);
+	if (rng_below(state, 2))
+		r->ev.error = (int32_t)rng_below(state, 200) - 20;
+	else
+		r->ev.error = (int32_t)(uint32_t)random_number(state, 10, UINT32_MAX);
+
+	/* A few records have no publishable type or family, so both encoders must reject them. */
+	if (kind == 0)
+		r->ev.type = (uint8_t)rng_next(state);
+	else
+		r->ev.type = types[rng_below(state, sizeof(types) / sizeof(types[0]))];
+	if (kind == 1)
+		r->ev.family = (uint8_t)rng_next(state);
+	else
+		r->ev.family = rng_below(state, 2) ? TCPTAP_FAMILY_INET6 : TCPTAP_FAMILY_INET;
+
+	random_comm(state, r->ev.comm);
+	random_addr(state, r->ev.family, r->ev.saddr_be);
+	random_addr(state, r->ev.family, r->ev.daddr_be);
+}
+
+typedef int (*encode_fn)(const struct record *r, char *buf, size_t size);
+typedef int (*ref_encode_fn)(const struct record *r, struct ref_line *l);
+
+/*
+ * Compare one encoder's output for r with the reference, through the buffer
+ * sizes that take different paths: JSON_RECORD_MAX_BYTES and more, exactly the
+ * line's length, and one byte less. Returns false on the first difference.
+ */
+static bool compare_encoding(const struct record *r, encode_fn encode, ref_encode_fn ref_encode,
+			     const char *name)
+{
+	struct ref_line expected;
+	char buf[JSON_RECORD_MAX_BYTES + 64];
+	int expected_len = ref_encode(r, &expected);
+	const size_t sizes[] = { JSON_RECORD_MAX_BYTES, JSON_RECORD_MAX_BYTES + 64,
+				 expected_len > 0 ? (size_t)expected_len : 1,
+				 expected_len > 0 ? (size_t)expected_len - 1 : 0 };
+
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		int want = expected_len;
+		int len;
+
+		if (expected_len > 0 && sizes[i] < (size_t)expected_len)
+			want = -ENOSPC;
+
+		memset(buf, 0x5a, sizeof(buf));
+		len = encode(r, buf, sizes[i]);
+		if (len != want) {
+			fprintf(stderr, "%s, buffer of %zu bytes: returned %d, expected %d\n"
+				"  expected line: %.*s", name, sizes[i], len, want,
+				(int)expected.len, expected.text);
+			return false;
+		}
+		if (len > 0 && memcmp(buf, expected.text, (size_t)len) != 0) {
+			fprintf(stderr, "%s, buffer of %zu bytes: line differs\n"
+				"  expected: %.*s  actual:   %.*s", name, sizes[i],
+				(int)expected.len, expected.text, len, buf);
+			return false;
+		}
+		for (size_t j = sizes[i]; j < sizeof(buf); j++) {
+			if (buf[j] != 0x5a) {
+				fprintf(stderr, "%s, buffer of %zu bytes: wrote byte %zu, past the end\n",
+					name, sizes[i], j);
+				return false;
+			}
+		}
+	}
+	return true;
+}
+
+/* Random records of every type, family, number length and comm byte pattern
+ * encode exactly as the reference does, through every buffer size path. */
+static void test_random_records(void)
+{
+	const unsigned int count = 50000;
+	uint64_t state = 20240607;
+	unsigned int mismatches = 0;
+
+	for (unsigned int i = 0; i < count && mismatches < 5; i++) {
+		struct record r;
+
+		random_record(&state, &r);
+		if (!compare_encoding(&r, json_encode_record, ref_encode_record, "record"))
+			mismatches++;
+		if (!compare_encoding(&r, json_encode_snapshot, ref_encode_snapshot, "snapshot"))
+			mismatches++;
+	}
+	CHECK_INT(0, mismatches);
 }
 
 static void test_errno_names(void)
@@ -812,6 +1299,7 @@ int main(int argc, char **argv)
 	test_comm_escaping();
 	test_buffer_too_small();
 	test_max_length();
+	test_random_records();
 	test_errno_names();
 	test_hello();
 	test_other_messages();
