@@ -823,7 +823,7 @@ static void test_stats_count_pushes(void)
 	merger_free(m);
 }
 
-/* Enough records to grow the heap several times, pushed in a scrambled order. */
+/* Enough records to grow the queue several times, pushed in a scrambled order. */
 static void test_orders_many_records(void)
 {
 	struct capture cap = {};
