@@ -11,7 +11,8 @@
  *   valgrind --tool=callgrind --toggle-collect=json_encode_record \
  *       build/bench/encode-bench --family inet --iterations 100000
  *
- * and divide the total instruction count by the number of records.
+ * and divide the total instruction count by the iterations plus one: each
+ * family also encodes the sample line it prints.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -139,9 +140,11 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'n':
+			/* strtoul() would take "-1" and wrap it to ULONG_MAX. */
 			errno = 0;
 			iterations = strtoul(optarg, &end, 10);
-			if (errno || *end || end == optarg || iterations == 0) {
+			if (optarg[0] < '0' || optarg[0] > '9' || errno || *end || end == optarg ||
+			    iterations == 0) {
 				fprintf(stderr, "invalid --iterations '%s': expected a positive integer\n",
 					optarg);
 				return EXIT_FAILURE;

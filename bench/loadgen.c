@@ -37,6 +37,10 @@
 
 #define MAX_THREADS 256
 #define MAX_LISTENERS 64
+#define MAX_HOLD 1000000
+
+#define STRINGIFY_VALUE(x) #x
+#define STRINGIFY(x) STRINGIFY_VALUE(x)
 #define LISTEN_BACKLOG 4096
 #define NSEC_PER_SEC 1000000000ULL
 #define HOLD_FD_SLACK 64
@@ -356,6 +360,23 @@ static void usage(FILE *out)
 		"them on exit. Prints a line 'RESULT conn_per_s=... connections=... errors=... cpu_s=...'.\n");
 }
 
+/* Parse a decimal integer from 1 to max. strtoul() alone would take a sign
+ * and wrap "-1", and a cast would cut values above UINT_MAX. */
+static bool parse_count(const char *text, unsigned long max, unsigned int *ret)
+{
+	unsigned long value;
+	char *end;
+
+	if (*text < '0' || *text > '9')
+		return false;
+	errno = 0;
+	value = strtoul(text, &end, 10);
+	if (errno || *end != '\0' || value < 1 || value > max)
+		return false;
+	*ret = (unsigned int)value;
+	return true;
+}
+
 static int parse_options(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -373,7 +394,9 @@ static int parse_options(int argc, char **argv)
 	int c, option_index;
 
 	for (;;) {
-		char *end = NULL;
+		const char *range = NULL;
+		bool valid = true;
+		char *end;
 
 		option_index = -1;
 		c = getopt_long(argc, argv, "c:l:d:6xr:qh", longopts, &option_index);
@@ -389,48 +412,47 @@ static int parse_options(int argc, char **argv)
 		errno = 0;
 		switch (c) {
 		case 'c':
-			opt.clients = (unsigned int)strtoul(optarg, &end, 10);
-			if (opt.clients < 1 || opt.clients > MAX_THREADS)
-				end = NULL;
+			valid = parse_count(optarg, MAX_THREADS, &opt.clients);
+			range = "1 to " STRINGIFY(MAX_THREADS);
 			break;
 		case 'l':
-			opt.listeners = (unsigned int)strtoul(optarg, &end, 10);
-			if (opt.listeners < 1 || opt.listeners > MAX_LISTENERS)
-				end = NULL;
+			valid = parse_count(optarg, MAX_LISTENERS, &opt.listeners);
+			range = "1 to " STRINGIFY(MAX_LISTENERS);
 			break;
 		case 'd':
 			opt.duration_s = strtod(optarg, &end);
-			if (!(opt.duration_s > 0 && opt.duration_s <= 3600))
-				end = NULL;
+			valid = !errno && end != optarg && *end == '\0' &&
+				opt.duration_s > 0 && opt.duration_s <= 3600;
+			range = "more than 0 and at most 3600 seconds";
 			break;
 		case '6':
 			opt.ipv6 = true;
-			continue;
+			break;
 		case 'x':
 			opt.exchange = true;
-			continue;
+			break;
 		case 'r':
 			opt.rate = strtod(optarg, &end);
-			if (!(opt.rate > 0 && opt.rate <= 1e7))
-				end = NULL;
+			valid = !errno && end != optarg && *end == '\0' &&
+				opt.rate > 0 && opt.rate <= 1e7;
+			range = "more than 0 and at most 10000000";
 			break;
 		case 'H':
-			opt.hold = (unsigned int)strtoul(optarg, &end, 10);
-			if (opt.hold < 1 || opt.hold > 1000000)
-				end = NULL;
+			valid = parse_count(optarg, MAX_HOLD, &opt.hold);
+			range = "1 to " STRINGIFY(MAX_HOLD);
 			break;
 		case 'q':
 			opt.quiet = true;
-			continue;
+			break;
 		case 'h':
 			usage(stdout);
 			exit(EXIT_SUCCESS);
 		default:
 			break;
 		}
-		if (errno || !end || end == optarg || *end != '\0') {
-			fprintf(stderr, "loadgen: invalid value '%s' for --%s\n", optarg,
-				longopts[option_index].name);
+		if (!valid) {
+			fprintf(stderr, "loadgen: invalid value '%s' for --%s: must be %s\n", optarg,
+				longopts[option_index].name, range);
 			return -EINVAL;
 		}
 	}
@@ -503,7 +525,7 @@ int main(int argc, char **argv)
 	uint64_t start_ns, elapsed_ns;
 	int *held = NULL;
 	sigset_t mask;
-	int err, sig;
+	int err = 0, sig;
 
 	if (parse_options(argc, argv) < 0)
 		return 2;
@@ -584,7 +606,9 @@ int main(int argc, char **argv)
 	if (sig > 0 && !opt.quiet)
 		printf("stopped by signal %d\n", sig);
 	print_result(elapsed_ns);
-	err = 0;
+	/* A failed --hold still prints its RESULT line, and exits with 1. */
+	if (err > 0)
+		err = 0;
 out:
 	sysctls_restore();
 	free(held);
