@@ -14,18 +14,12 @@ struct merger_entry {
 	struct record r;
 };
 
-/* A growable array of entries: the late records. */
-struct merger_array {
-	struct merger_entry *entries;
-	size_t len;
-	size_t capacity;
-};
-
 /*
- * One CPU's held records, entries[head .. head + len), in (ts_ns, arrival)
- * order. A ring delivers its records in timestamp order except where a
- * program was interrupted or preempted between its clock read and its
- * output, so almost every record is appended at the end.
+ * A growable array of entries, entries[head .. head + len). Each CPU keeps its
+ * held records in one, in (ts_ns, arrival) order. A ring delivers its records
+ * in timestamp order except where a program was interrupted or preempted
+ * between its clock read and its output, so almost every record is appended
+ * at the end. The late records wait in one in push order.
  */
 struct merger_queue {
 	struct merger_entry *entries;
@@ -58,7 +52,7 @@ struct merger {
 	struct merger_cpu *cpus;
 	unsigned int *order;		/* release scratch: min-heap of CPUs by queue front */
 	size_t held;			/* records in all queues */
-	struct merger_array late;	/* late records, released first at the next release */
+	struct merger_queue late;	/* late records in push order, released first at the next release */
 	uint64_t next_arrival;
 	uint64_t watermark_ns;
 	uint64_t released;
@@ -110,27 +104,6 @@ void merger_free(struct merger *m)
 	free(m->order);
 	free(m->cpus);
 	free(m);
-}
-
-static int merger_array_reserve(struct merger_array *a)
-{
-	struct merger_entry *entries;
-	size_t capacity;
-
-	if (a->len < a->capacity)
-		return 0;
-
-	capacity = a->capacity ? a->capacity * 2 : MERGER_INITIAL_CAPACITY;
-	if (capacity < a->capacity || capacity > SIZE_MAX / sizeof(*entries))
-		return -ENOMEM;
-
-	entries = realloc(a->entries, capacity * sizeof(*entries));
-	if (!entries)
-		return -ENOMEM;
-
-	a->entries = entries;
-	a->capacity = capacity;
-	return 0;
 }
 
 static bool merger_entry_before(const struct merger_entry *a, const struct merger_entry *b)
@@ -229,10 +202,10 @@ static int merger_enqueue(struct merger *m, const struct record *r)
 	 * non-decreasing ts_ns. */
 	e.r.late = r->ev.ts_ns < m->last_released_ts;
 	if (e.r.late) {
-		ret = merger_array_reserve(&m->late);
+		ret = merger_queue_reserve(&m->late);
 		if (ret < 0)
 			return ret;
-		m->late.entries[m->late.len++] = e;
+		m->late.entries[m->late.head + m->late.len++] = e;
 	} else {
 		ret = merger_queue_insert(&m->cpus[r->ev.cpu].queue, &e);
 		if (ret < 0)
@@ -518,14 +491,15 @@ static size_t merger_release_late(struct merger *m, merger_emit_fn emit, void *u
 	if (n == 0)
 		return 0;
 
-	qsort(m->late.entries, n, sizeof(m->late.entries[0]), merger_entry_compare);
+	qsort(m->late.entries + m->late.head, n, sizeof(m->late.entries[0]), merger_entry_compare);
 	for (size_t i = 0; i < n; i++) {
-		const struct record *r = &m->late.entries[i].r;
+		const struct record *r = &m->late.entries[m->late.head + i].r;
 
 		m->cpus[r->ev.cpu].late++;
 		emit(r, userdata);
 	}
 
+	m->late.head = 0;
 	m->late.len = 0;
 	m->released += n;
 	return n;
@@ -702,7 +676,7 @@ void merger_get_stats(const struct merger *m, struct merger_stats *ret_stats)
 void merger_foreach_pending(const struct merger *m, merger_emit_fn visit, void *userdata)
 {
 	for (size_t i = 0; i < m->late.len; i++)
-		visit(&m->late.entries[i].r, userdata);
+		visit(&m->late.entries[m->late.head + i].r, userdata);
 	for (unsigned int i = 0; i < m->cfg.ncpus; i++) {
 		const struct merger_queue *q = &m->cpus[i].queue;
 
