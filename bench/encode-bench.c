@@ -109,8 +109,9 @@ static void usage(FILE *f, const char *argv0)
 {
 	fprintf(f,
 		"Usage: %s [--family inet|inet6|both] [--iterations N]\n"
-		"  --family      record family to encode (default: both)\n"
-		"  --iterations  records to encode per family (default: %lu)\n",
+		"  -f, --family      record family to encode (default: both)\n"
+		"  -n, --iterations  records to encode per family (default: %lu)\n"
+		"  -h, --help        print this help\n",
 		argv0, DEFAULT_ITERATIONS);
 }
 
@@ -134,7 +135,7 @@ int main(int argc, char **argv)
 			inet = strcmp(optarg, "inet") == 0 || strcmp(optarg, "both") == 0;
 			inet6 = strcmp(optarg, "inet6") == 0 || strcmp(optarg, "both") == 0;
 			if (!inet && !inet6) {
-				fprintf(stderr, "invalid --family '%s': expected inet, inet6 or both\n",
+				fprintf(stderr, "encode-bench: invalid --family '%s': expected inet, inet6 or both\n",
 					optarg);
 				return EXIT_FAILURE;
 			}
@@ -145,7 +146,7 @@ int main(int argc, char **argv)
 			iterations = strtoul(optarg, &end, 10);
 			if (optarg[0] < '0' || optarg[0] > '9' || errno || *end || end == optarg ||
 			    iterations == 0) {
-				fprintf(stderr, "invalid --iterations '%s': expected a positive integer\n",
+				fprintf(stderr, "encode-bench: invalid --iterations '%s': expected a positive integer\n",
 					optarg);
 				return EXIT_FAILURE;
 			}
