@@ -276,9 +276,9 @@ static size_t comm_plain_prefix(const char comm[TCPTAP_COMM_LEN])
 /*
  * Write comm as a JSON string. comm is whatever the process set with
  * prctl(PR_SET_NAME) or exec: it ends at the first NUL or after
- * TCPTAP_COMM_LEN bytes. '"' and '\\' are escaped; C0 controls, DEL and the
- * C1 controls U+0080..U+009F become \u00XX so no terminal control reaches a
- * reader; every byte that is not part of a well-formed UTF-8 sequence becomes
+ * TCPTAP_COMM_LEN bytes. '"' and '\\' are escaped. C0 controls, DEL and the
+ * C1 controls U+0080..U+009F become \u00XX, so no terminal control reaches a
+ * reader. Every byte that is not part of a well-formed UTF-8 sequence becomes
  * one \ufffd. The output therefore depends only on the input bytes.
  */
 static char *writer_put_comm(char *p, const char comm[TCPTAP_COMM_LEN])
