@@ -351,7 +351,7 @@ static inline char *put_hex_group(char *p, unsigned int group)
 	uint32_t text;
 
 	/* Built in a register: storing the pairs to memory and reloading them as
-	 * one word would stall on store forwarding. */
+	 * one word measured slower, because the load waits for the two stores. */
 	memcpy(&high, hex_pairs + 2 * (group >> 8), 2);
 	memcpy(&low, hex_pairs + 2 * (group & 0xff), 2);
 #if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
