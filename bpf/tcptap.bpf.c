@@ -113,7 +113,7 @@ static __always_inline __u64 *inflight_slot(void)
 
 /*
  * The increment must come before the program reads the clock, and the
- * decrement after its bpf_perf_event_output() returned. Both are atomic
+ * decrement after its record is in the ring or in the batch. Both are atomic
  * instructions, which the compiler does not move across the helper calls
  * around them.
  */
@@ -150,12 +150,72 @@ static __always_inline void test_stall(const struct tcptap_event *ev)
 		bpf_loop(1 << 23, stall_step, &deadline, 0);
 }
 
-static __always_inline void emit(void *ctx, struct tcptap_event *ev)
+/*
+ * Records wait in their CPU's batch until it holds batch_records of them or a
+ * sync writes it out, so most records share a sample and its fixed cost in
+ * bpf_perf_event_output(). Only the outermost event program on a CPU, or a
+ * sync that found no event program in flight, touches the batch; see
+ * write_sync(). tcptapd sets batch_records before load, from 1 (every
+ * record is its own sample) to TCPTAP_BATCH_MAX.
+ */
+const volatile __u32 batch_records = TCPTAP_BATCH_MAX;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tcptap_batch);
+} batches SEC(".maps");
+
+static __always_inline struct tcptap_batch *batch_slot(void)
 {
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&batches, &zero);
+}
+
+/* The kernel counts a dropped sample as one lost sample whatever it held;
+ * batch->lost keeps the rest for the next sync to report. */
+static __always_inline void flush_batch(void *ctx, struct tcptap_batch *b)
+{
+	__u32 n = b->count;
+
+	if (n == 0 || n > TCPTAP_BATCH_MAX)
+		return;
+	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, b->records,
+				  n * sizeof(b->records[0])) < 0) {
+		count(TCPTAP_CNT_OUTPUT_FAILED);
+		b->lost += n - 1;
+	}
+	b->count = 0;
+}
+
+/* inflight is this CPU's in-flight counter, which the caller incremented. */
+static __always_inline void emit(void *ctx, struct tcptap_event *ev, const __u64 *inflight)
+{
+	struct tcptap_batch *b = 0;
+	__u32 n;
+
 	ev->cpu = bpf_get_smp_processor_id();
 	test_stall(ev);
-	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, ev, sizeof(*ev)) < 0)
-		count(TCPTAP_CNT_OUTPUT_FAILED);
+	/* Above 1, this run interrupted another program on this CPU, which may
+	 * be writing the batch: the record goes to the ring on its own. */
+	if (batch_records > 1 && *(volatile const __u64 *)inflight == 1)
+		b = batch_slot();
+	if (!b) {
+		if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, ev, sizeof(*ev)) < 0)
+			count(TCPTAP_CNT_OUTPUT_FAILED);
+		return;
+	}
+	n = b->count;
+	/* Never true: a full batch is written out at once. The bound is for
+	 * the verifier. */
+	if (n >= TCPTAP_BATCH_MAX)
+		n = 0;
+	b->records[n] = *ev;
+	b->count = n + 1;
+	if (n + 1 >= batch_records)
+		flush_batch(ctx, b);
 }
 
 static __always_inline void fill_owner(struct tcptap_owner *owner)
@@ -394,7 +454,7 @@ static __always_inline void on_connect_done(void *ctx, struct sock *sk, bool btf
 	ev.cookie = cookie;
 	fill_sock(&ev, sk, btf_sk, copy);
 	ev.ts_ns = bpf_ktime_get_ns();
-	emit(ctx, &ev);
+	emit(ctx, &ev, slot);
 	inflight_exit(slot);
 }
 
@@ -483,7 +543,7 @@ seeded_close:
 output:
 	fill_sock(&ev, sk, btf_sk, copy);
 	ev.ts_ns = bpf_ktime_get_ns();
-	emit(ctx, &ev);
+	emit(ctx, &ev, slot);
 out:
 	inflight_exit(slot);
 }
@@ -604,11 +664,11 @@ static __always_inline void on_accepted(void *ctx, struct sock *sk)
 output:
 	set_owner(&ev, &owner);
 	fill_sock(&ev, sk, false, &copy);
-	emit(ctx, &ev);
+	emit(ctx, &ev, slot);
 	if (closed) {
 		ev.type = TCPTAP_EV_CLOSE;
 		ev.ts_ns = bpf_ktime_get_ns();
-		emit(ctx, &ev);
+		emit(ctx, &ev, slot);
 	}
 out:
 	inflight_exit(slot);
@@ -663,34 +723,52 @@ static __always_inline struct sock *sock_from_fd(long fd)
 /*
  * Why a sync record with inflight == 0 proves CPU N's frontier:
  * an event program on CPU N increments CPU N's inflight counter before it
- * reads the clock and decrements it after its record is in CPU N's ring; BPF
- * programs run with migration disabled, so all of it happens on CPU N.
- * write_sync() reads the clock first and the counter second. Take an event E
- * on CPU N with timestamp t < the sync's timestamp s: CLOCK_MONOTONIC does
- * not go back, so E read the clock before the sync did, and E incremented the
- * counter before that, so before the sync read the counter. If E had not
- * decremented yet the sync reads at least 1 and proves nothing; otherwise E's
- * record is already in the ring ahead of the sync record. The argument uses
- * only the order of steps on CPU N, so it holds for nested programs (softirq
- * work inside a task-context program, a perf_event sync inside an event
- * program: those syncs read a count above 0) and for preemption or a vCPU
- * stall between any two steps, which only keep the counter above 0 longer.
- * The merger's comment next to its release rule gives the other half.
+ * reads the clock and decrements it after its record is in CPU N's ring or
+ * in CPU N's batch; BPF programs run with migration disabled, so all of it
+ * happens on CPU N. write_sync() reads the clock first and the counter
+ * second, and writes out the batch before its own record when the counter was
+ * 0. Take an event E on CPU N with timestamp t < the sync's timestamp s:
+ * CLOCK_MONOTONIC does not go back, so E read the clock before the sync did,
+ * and E incremented the counter before that, so before the sync read the
+ * counter. If E had not decremented yet the sync reads at least 1 and proves
+ * nothing; otherwise E's record is in the ring, or in the batch that goes to
+ * the ring ahead of the sync record. The argument uses only the order of
+ * steps on CPU N, so it holds for nested programs (softirq work inside a
+ * task-context program, a perf_event sync inside an event program: those
+ * syncs read a count above 0) and for preemption or a vCPU stall between any
+ * two steps, which only keep the counter above 0 longer. The merger's comment
+ * next to its release rule gives the other half.
+ *
+ * The sync counts itself in flight while it writes, because tcptapd's
+ * on-demand sync on its own CPU runs with interrupts enabled: an event
+ * program in softirq work inside it then sees a count above 1 and leaves the
+ * batch alone.
  */
 static __always_inline int write_sync(void *ctx)
 {
 	struct tcptap_event ev = { .type = TCPTAP_EV_SYNC };
 	__u64 *slot = inflight_slot();
+	struct tcptap_batch *b = 0;
 
 	if (!slot)
 		return 0;
 	ev.ts_ns = bpf_ktime_get_ns();
-	ev.inflight = *(volatile __u64 *)slot;
+	ev.inflight = __sync_fetch_and_add(slot, 1);
 	ev.cpu = bpf_get_smp_processor_id();
-	if (ev.inflight)
+	if (ev.inflight) {
 		count(TCPTAP_CNT_SYNC_BUSY);
+	} else {
+		b = batch_slot();
+		if (b) {
+			flush_batch(ctx, b);
+			ev.batch_lost = b->lost;
+		}
+	}
 	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &ev, sizeof(ev)) < 0)
 		count(TCPTAP_CNT_OUTPUT_FAILED);
+	else if (b)
+		b->lost -= ev.batch_lost;
+	inflight_exit(slot);
 	return 0;
 }
 

@@ -5,9 +5,13 @@
 /*
  * Record layout shared by the BPF programs and tcptapd. Only fixed-width kernel
  * types, no libc, so both sides compile it unchanged. Every perf sample the
- * programs write is exactly one struct tcptap_event; the reader rejects and
- * counts samples of any other size.
+ * programs write holds 1 to TCPTAP_BATCH_MAX records of struct tcptap_event,
+ * back to back; the reader rejects and counts samples of any other size.
  */
+
+/* Records an event program collects on its CPU before it writes them to the
+ * ring as one sample. */
+#define TCPTAP_BATCH_MAX 8
 
 enum tcptap_event_type {
 	TCPTAP_EV_CONNECT = 1,		/* active open reached ESTABLISHED */
@@ -50,7 +54,8 @@ struct tcptap_event {
 	__u32 cpu;		/* CPU whose ring carries the record */
 	__u32 inflight;		/* sync only: event programs in flight on this CPU */
 	__s32 error;		/* connect_failed only: positive errno */
-	__u32 reserved;		/* zero */
+	__u32 batch_lost;	/* sync only: records that batches the kernel dropped
+				 * held beyond one each, since the last sync */
 	__u16 sport;		/* host byte order, this host's end */
 	__u16 dport;		/* host byte order, the peer's end */
 	__u8 type;		/* enum tcptap_event_type */
@@ -59,6 +64,14 @@ struct tcptap_event {
 	__u8 saddr_be[TCPTAP_ADDR_LEN];	/* network byte order; IPv4 in the first 4 bytes */
 	__u8 daddr_be[TCPTAP_ADDR_LEN];
 	char comm[TCPTAP_COMM_LEN];
+};
+
+/* One CPU's records waiting to go to its ring as one sample: the value of the
+ * BPF side's per-CPU batches map. */
+struct tcptap_batch {
+	__u32 count;		/* records held */
+	__u32 lost;		/* records dropped with batches, minus one per batch */
+	struct tcptap_event records[TCPTAP_BATCH_MAX];
 };
 
 #define TCPTAP_EVENT_SIZE 112

@@ -30,6 +30,7 @@ struct loader {
 	struct bpf_link **sync_links;	/* per CPU; NULL where not attached */
 	struct bpf_link *waiters_link;	/* accept_waiter_exit while threads wait */
 	int *sync_fds;			/* per CPU perf event fds; -1 where not open */
+	struct tcptap_batch *batches;	/* per CPU, read by loader_batched_records() */
 	uint64_t test_attach_gap_ns;	/* see loader_config; 0 while probing backends */
 };
 
@@ -242,6 +243,7 @@ static int try_backend(const struct loader_config *cfg, enum backend b, bool att
 	skel->rodata->test_stall_ns = cfg->test_stall_ns;
 	skel->rodata->test_stall_cpu = cfg->test_stall_cpu;
 	skel->rodata->test_stall_netns = cfg->test_stall_netns;
+	skel->rodata->batch_records = cfg->batch_records;
 	err = bpf_map__set_max_entries(skel->maps.conns, cfg->conn_map_entries);
 	if (!err)
 		err = bpf_map__set_max_entries(skel->maps.seeded, cfg->conn_map_entries);
@@ -399,6 +401,22 @@ int loader_sync_now(struct loader *l, unsigned int cpu)
 	return err < 0 ? -errno : 0;
 }
 
+int loader_batched_records(struct loader *l, uint64_t *ret_count)
+{
+	uint32_t zero = 0;
+	uint64_t total = 0;
+
+	/* sizeof(struct tcptap_batch) is a multiple of 8, the stride of a
+	 * per-CPU map's values. */
+	_Static_assert(sizeof(struct tcptap_batch) % 8 == 0, "per-CPU value stride");
+	if (bpf_map_lookup_elem(bpf_map__fd(l->skel->maps.batches), &zero, l->batches) < 0)
+		return -errno;
+	for (unsigned int cpu = 0; cpu < l->ncpus; cpu++)
+		total += l->batches[cpu].count;
+	*ret_count = total;
+	return 0;
+}
+
 int loader_tracked_cookies(const struct loader *l, struct cookie_set *set)
 {
 	int conns_fd = bpf_map__fd(l->skel->maps.conns);
@@ -529,7 +547,8 @@ int loader_open(const struct loader_config *cfg, struct loader **ret_loader)
 	l->sync_interval_ns = cfg->sync_interval_ns;
 	l->sync_links = calloc(l->ncpus, sizeof(*l->sync_links));
 	l->sync_fds = malloc(l->ncpus * sizeof(*l->sync_fds));
-	if (!l->sync_links || !l->sync_fds) {
+	l->batches = malloc(l->ncpus * sizeof(*l->batches));
+	if (!l->sync_links || !l->sync_fds || !l->batches) {
 		loader_free(l);
 		return -ENOMEM;
 	}
@@ -607,5 +626,6 @@ void loader_free(struct loader *l)
 		release_backend(l);
 	free(l->sync_links);
 	free(l->sync_fds);
+	free(l->batches);
 	free(l);
 }

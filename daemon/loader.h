@@ -24,6 +24,7 @@ struct loader_config {
 	enum backend backend;
 	uint32_t conn_map_entries;	/* sockets tracked in the kernel at once */
 	uint64_t sync_interval_ns;	/* period of the per-CPU sync perf events */
+	uint32_t batch_records;		/* records per sample, 1 to TCPTAP_BATCH_MAX */
 	/* test only: busy-wait between timestamp and output, see tcptap.bpf.c */
 	uint64_t test_stall_ns;
 	uint32_t test_stall_cpu;
@@ -67,6 +68,10 @@ void loader_check_accept_waiters(struct loader *l);
 
 /* Write a sync record into cpu's ring now (BPF_PROG_TEST_RUN on that CPU). */
 int loader_sync_now(struct loader *l, unsigned int cpu);
+
+/* Records waiting in the per-CPU batches, which a sync writes out. The count
+ * can be stale by the time it returns. */
+int loader_batched_records(struct loader *l, uint64_t *ret_count);
 
 /* Add to set the cookies of every connection the BPF side still tracks as
  * introduced: live in its conns map, or registered by the start-up dump. */

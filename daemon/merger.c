@@ -280,7 +280,7 @@ int merger_push_lost(struct merger *m, unsigned int cpu, uint64_t count)
 	if (cpu >= m->cfg.ncpus || count == 0)
 		return -EINVAL;
 
-	/* The samples were dropped after the newest record that made it through
+	/* The records were dropped after the newest record that made it through
 	 * this ring. Placing the marker there, or at the newest released record
 	 * if that is newer, keeps it in order and never late. */
 	c = &m->cpus[cpu];
@@ -348,18 +348,21 @@ void merger_set_watermark(struct merger *m, uint64_t clock_ns)
  * Why releasing up to the minimum frontier keeps the stream in order.
  *
  * Protocol on the BPF side. An event program on CPU n increments n's in-flight
- * counter, reads the clock for its ts_ns, writes its record into n's ring and
- * decrements the counter, in that order. A sync program on n reads the clock
- * for its ts_ns, then reads the counter, then writes both into n's ring. All of
- * it runs on n: BPF programs cannot migrate, and the counter is per CPU.
+ * counter, reads the clock for its ts_ns, writes its record into n's ring or
+ * into n's batch, and decrements the counter, in that order. A sync program on
+ * n reads the clock for its ts_ns, then reads the counter; if it read 0, it
+ * writes the batch into n's ring; then it writes its own record. All of it
+ * runs on n: BPF programs cannot migrate, and the counter and the batch are
+ * per CPU.
  *
  * Claim: a sync S of CPU n with inflight == 0 proves that every event record E
  * of n with E.ts < S.ts is ahead of S in n's ring.
  * Proof: CLOCK_MONOTONIC does not go back, so E.ts < S.ts means E read the
  * clock before S did. E incremented the counter before that, so before S read
  * the counter. If E had not decremented yet, S would have read at least 1.
- * So E had decremented, which it does after writing its record, and S writes
- * after its read. E reserved its place in the ring first.
+ * So E had decremented, which it does after writing its record into the ring
+ * or the batch, and S writes the batch and then itself after its read. E's
+ * record took its place in the ring first, directly or with the batch.
  *
  * The proof uses only the order of steps on CPU n, so it holds however E and
  * S interleave. E may be a softirq program nested inside a task-context

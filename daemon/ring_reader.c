@@ -28,16 +28,11 @@ struct lost_notice {
 	uint64_t lost;
 };
 
-static void handle_sample(struct ring_reader *r, int cpu, const struct raw_sample *s)
+static void handle_record(struct ring_reader *r, int cpu, const struct tcptap_event *ev)
 {
 	struct record rec = { 0 };
 
-	if (s->size < sizeof(rec.ev)) {
-		r->stats.bad_size++;
-		return;
-	}
-	/* The kernel pads raw data to 8 bytes; the record itself is exact. */
-	memcpy(&rec.ev, s->data, sizeof(rec.ev));
+	memcpy(&rec.ev, ev, sizeof(rec.ev));
 	if (rec.ev.cpu != (uint32_t)cpu) {
 		/* A record is always written into its own CPU's ring. */
 		r->stats.bad_type++;
@@ -47,6 +42,12 @@ static void handle_sample(struct ring_reader *r, int cpu, const struct raw_sampl
 	switch (rec.ev.type) {
 	case TCPTAP_EV_SYNC:
 		r->stats.syncs++;
+		/* The records of dropped batches beyond the one lost sample per
+		 * batch that PERF_RECORD_LOST counted. */
+		if (rec.ev.batch_lost) {
+			r->stats.lost += rec.ev.batch_lost;
+			(void)merger_push_lost(r->merger, (unsigned int)cpu, rec.ev.batch_lost);
+		}
 		(void)merger_push_sync(r->merger, (unsigned int)cpu, rec.ev.ts_ns,
 				       rec.ev.inflight);
 		break;
@@ -62,6 +63,21 @@ static void handle_sample(struct ring_reader *r, int cpu, const struct raw_sampl
 	}
 }
 
+/* A sample holds 1 to TCPTAP_BATCH_MAX records back to back. The kernel pads
+ * raw data to 8 bytes, which is less than a record. */
+static void handle_sample(struct ring_reader *r, int cpu, const struct raw_sample *s)
+{
+	size_t n = s->size / sizeof(struct tcptap_event);
+
+	if (n == 0 || n > TCPTAP_BATCH_MAX || s->size - n * sizeof(struct tcptap_event) >= 8) {
+		r->stats.bad_size++;
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		handle_record(r, cpu, (const struct tcptap_event *)(s->data +
+								    i * sizeof(struct tcptap_event)));
+}
+
 static enum bpf_perf_event_ret handle_event(void *ctx, int cpu, struct perf_event_header *event)
 {
 	struct ring_reader *r = ctx;
@@ -70,9 +86,7 @@ static enum bpf_perf_event_ret handle_event(void *ctx, int cpu, struct perf_even
 	case PERF_RECORD_SAMPLE: {
 		const struct raw_sample *s = (const struct raw_sample *)event;
 
-		if (event->size < sizeof(*s) + sizeof(struct tcptap_event) ||
-		    s->size > event->size - sizeof(*s) || s->size < sizeof(struct tcptap_event) ||
-		    s->size > sizeof(struct tcptap_event) + 8) {
+		if (event->size < sizeof(*s) || s->size > event->size - sizeof(*s)) {
 			r->stats.bad_size++;
 			break;
 		}

@@ -14,7 +14,7 @@ struct ring_reader;
 struct ring_reader_stats {
 	uint64_t samples;		/* event records read */
 	uint64_t syncs;			/* sync records read */
-	uint64_t lost;			/* samples the kernel reported lost */
+	uint64_t lost;			/* records lost on full rings */
 	uint64_t bad_size;		/* samples rejected for their size */
 	uint64_t bad_type;		/* samples rejected for their type */
 };

@@ -72,8 +72,8 @@ struct options {
 /* Counters of what tcptapd published or held back, by reason. */
 struct daemon_counters {
 	uint64_t published[TCPTAP_EV_SYNC];	/* by enum tcptap_event_type */
-	uint64_t lost_records;
-	uint64_t lost_samples;
+	uint64_t lost_notices;	/* lost records published */
+	uint64_t lost;		/* records they count */
 	uint64_t late;
 	uint64_t dropped_duplicate;
 	uint64_t dropped_orphan;
@@ -326,14 +326,14 @@ static void note_published(struct daemon *d, const struct record *r)
 	uint64_t now, suppressed;
 
 	if (r->ev.type == RECORD_LOST) {
-		d->counters.lost_records++;
-		d->counters.lost_samples += r->lost_count;
+		d->counters.lost_notices++;
+		d->counters.lost += r->lost_count;
 		d->reconcile_due = true;
 		if (r->lost_reason == RECORD_LOST_NESTED)
 			return;	/* check_kernel_counters() logs these */
 		now = now_ns();
 		if (ratelimit_allow(&d->lost_rl, now, &suppressed))
-			log_warning("Lost %" PRIu64 " samples on cpu %u: its perf ring was full "
+			log_warning("Lost %" PRIu64 " records on cpu %u: its perf ring was full "
 				    "(raise --perf-pages); %" PRIu64 " similar messages suppressed",
 				    (uint64_t)r->lost_count, r->ev.cpu, suppressed);
 		return;
@@ -405,6 +405,14 @@ static int rearm(sd_event_source *s, uint64_t interval_ns)
 	return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
 }
 
+static bool batches_hold_records(struct daemon *d)
+{
+	uint64_t count;
+
+	/* If the batches cannot be read, the syncs run anyway. */
+	return loader_batched_records(d->loader, &count) < 0 || count > 0;
+}
+
 static void release_tick(struct daemon *d)
 {
 	struct merger_stats ms;
@@ -416,12 +424,14 @@ static void release_tick(struct daemon *d)
 	merger_set_watermark(d->merger, now_ns());
 	(void)ring_reader_drain(d->reader);
 
-	/* While records are held, prove every online CPU's frontier up to now,
-	 * not only past the oldest held record. The last timer sync of a CPU can
-	 * be a sync interval old, and the records after it would then wait for
-	 * the next tick, doubling their release latency. */
+	/* While records are held or wait in a CPU's batch, prove every online
+	 * CPU's frontier up to now, not only past the oldest held record. The
+	 * last timer sync of a CPU can be a sync interval old, and the records
+	 * after it would then wait for the next tick, doubling their release
+	 * latency. The syncs also write out the batches. */
 	merger_get_stats(d->merger, &ms);
-	if (d->opt.release_rule == MERGER_RULE_SYNC && ms.pending > 0) {
+	if (d->opt.release_rule == MERGER_RULE_SYNC &&
+	    (ms.pending > 0 || batches_hold_records(d))) {
 		for (unsigned int cpu = 0; cpu < d->ncpus; cpu++)
 			if (d->online[cpu])
 				(void)loader_sync_now(d->loader, cpu);
@@ -731,11 +741,11 @@ static void log_summary(struct daemon *d, uint64_t now)
 			stalls += cs.stalls;
 	}
 	server_get_stats(d->server, &ss);
-	if (!d->counters.lost_samples && !d->counters.late && !stalls && !ss.overflows)
+	if (!d->counters.lost && !d->counters.late && !stalls && !ss.overflows)
 		return;
-	log_info("Summary: %" PRIu64 " records published, %" PRIu64 " samples lost, %" PRIu64
+	log_info("Summary: %" PRIu64 " records published, %" PRIu64 " records lost, %" PRIu64
 		 " late, %" PRIu64 " CPU stalls, %" PRIu64 " clients dropped as too slow",
-		 d->seq, d->counters.lost_samples, d->counters.late, stalls, ss.overflows);
+		 d->seq, d->counters.lost, d->counters.late, stalls, ss.overflows);
 }
 
 /* Warn, once per housekeeping tick that finds new ones, about connections
@@ -849,7 +859,7 @@ static char *stats_json(void *userdata)
 	add_u64(events, "close", d->counters.published[TCPTAP_EV_CLOSE]);
 	add_u64(events, "connect_failed", d->counters.published[TCPTAP_EV_CONNECT_FAILED]);
 	json_object_object_add(root, "events", events);
-	add_u64(root, "lost", d->counters.lost_samples);
+	add_u64(root, "lost", d->counters.lost);
 	add_u64(root, "late", d->counters.late);
 	add_u64(root, "dropped_duplicate", d->counters.dropped_duplicate);
 	add_u64(root, "dropped_orphan_close", d->counters.dropped_orphan);
@@ -1091,6 +1101,9 @@ static int setup_tracing(struct daemon *d)
 		.backend = d->opt.backend,
 		.conn_map_entries = (uint32_t)d->opt.max_connections,
 		.sync_interval_ns = d->opt.sync_interval_ms * NSEC_PER_MSEC,
+		/* Only a sync writes out a partial batch, and the clock rule
+		 * does not wait for syncs. */
+		.batch_records = d->opt.release_rule == MERGER_RULE_CLOCK ? 1 : TCPTAP_BATCH_MAX,
 		.test_stall_ns = d->opt.test_stall_ms * NSEC_PER_MSEC,
 		.test_stall_cpu = (uint32_t)d->opt.test_stall_cpu,
 		.test_stall_netns = (uint32_t)d->opt.test_stall_netns,
