@@ -160,18 +160,21 @@ static __always_inline void test_stall(const struct tcptap_event *ev)
  */
 const volatile __u32 batch_records = TCPTAP_BATCH_MAX;
 
+/* Indexed by CPU; tcptapd sets max_entries to the number of possible CPUs
+ * before load. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, struct tcptap_batch);
 } batches SEC(".maps");
 
 static __always_inline struct tcptap_batch *batch_slot(void)
 {
-	__u32 zero = 0;
+	__u32 cpu = bpf_get_smp_processor_id();
 
-	return bpf_map_lookup_elem(&batches, &zero);
+	return bpf_map_lookup_elem(&batches, &cpu);
 }
 
 /* The kernel counts a dropped sample as one lost sample whatever it held;

@@ -66,12 +66,15 @@ struct tcptap_event {
 	char comm[TCPTAP_COMM_LEN];
 };
 
-/* One CPU's records waiting to go to its ring as one sample: the value of the
- * BPF side's per-CPU batches map. */
+/* One CPU's records waiting to go to its ring as one sample: the value at the
+ * CPU's index in the BPF side's batches map, which tcptapd maps read-only to
+ * see whether any batch holds records. The padding keeps each CPU's batch in
+ * cache lines of its own. */
 struct tcptap_batch {
 	__u32 count;		/* records held */
 	__u32 lost;		/* records dropped with batches, minus one per batch */
 	struct tcptap_event records[TCPTAP_BATCH_MAX];
+	__u8 pad[56];
 };
 
 #define TCPTAP_EVENT_SIZE 112

@@ -44,6 +44,7 @@ enum {
 };
 
 #define BPF_F_CURRENT_CPU 0xffffffffULL
+#define BPF_F_MMAPABLE (1U << 10)
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,7 +31,8 @@ struct loader {
 	struct bpf_link **sync_links;	/* per CPU; NULL where not attached */
 	struct bpf_link *waiters_link;	/* accept_waiter_exit while threads wait */
 	int *sync_fds;			/* per CPU perf event fds; -1 where not open */
-	struct tcptap_batch *batches;	/* per CPU, read by loader_batched_records() */
+	const struct tcptap_batch *batches;	/* the batches map, mapped read-only */
+	size_t batches_bytes;
 	uint64_t test_attach_gap_ns;	/* see loader_config; 0 while probing backends */
 };
 
@@ -244,7 +246,9 @@ static int try_backend(const struct loader_config *cfg, enum backend b, bool att
 	skel->rodata->test_stall_cpu = cfg->test_stall_cpu;
 	skel->rodata->test_stall_netns = cfg->test_stall_netns;
 	skel->rodata->batch_records = cfg->batch_records;
-	err = bpf_map__set_max_entries(skel->maps.conns, cfg->conn_map_entries);
+	err = bpf_map__set_max_entries(skel->maps.batches, (uint32_t)libbpf_num_possible_cpus());
+	if (!err)
+		err = bpf_map__set_max_entries(skel->maps.conns, cfg->conn_map_entries);
 	if (!err)
 		err = bpf_map__set_max_entries(skel->maps.seeded, cfg->conn_map_entries);
 	if (err) {
@@ -401,19 +405,19 @@ int loader_sync_now(struct loader *l, unsigned int cpu)
 	return err < 0 ? -errno : 0;
 }
 
-int loader_batched_records(struct loader *l, uint64_t *ret_count)
+int loader_batched_records(const struct loader *l, unsigned int cpu, uint64_t *ret_count,
+			   uint64_t *ret_cpu_count)
 {
-	uint32_t zero = 0;
 	uint64_t total = 0;
 
-	/* sizeof(struct tcptap_batch) is a multiple of 8, the stride of a
-	 * per-CPU map's values. */
-	_Static_assert(sizeof(struct tcptap_batch) % 8 == 0, "per-CPU value stride");
-	if (bpf_map_lookup_elem(bpf_map__fd(l->skel->maps.batches), &zero, l->batches) < 0)
-		return -errno;
-	for (unsigned int cpu = 0; cpu < l->ncpus; cpu++)
-		total += l->batches[cpu].count;
+	if (!l->batches)
+		return -ENODATA;
+	for (unsigned int i = 0; i < l->ncpus; i++)
+		total += __atomic_load_n(&l->batches[i].count, __ATOMIC_RELAXED);
 	*ret_count = total;
+	if (ret_cpu_count)
+		*ret_cpu_count = cpu < l->ncpus ?
+			__atomic_load_n(&l->batches[cpu].count, __ATOMIC_RELAXED) : 0;
 	return 0;
 }
 
@@ -529,6 +533,25 @@ int loader_remove_seed(struct loader *l, uint64_t cookie)
 	return 0;
 }
 
+/* Maps the batches map read-only, so the release tick reads the counts of
+ * records waiting in the batches without a system call. The map's elements
+ * are laid out back to back, sizeof(struct tcptap_batch) apart. */
+static int map_batches(struct loader *l)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	size_t bytes = l->ncpus * sizeof(struct tcptap_batch);
+	void *p;
+
+	_Static_assert(sizeof(struct tcptap_batch) % 64 == 0, "batch not a whole cache line");
+	bytes = (bytes + page - 1) / page * page;
+	p = mmap(NULL, bytes, PROT_READ, MAP_SHARED, bpf_map__fd(l->skel->maps.batches), 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	l->batches = p;
+	l->batches_bytes = bytes;
+	return 0;
+}
+
 int loader_open(const struct loader_config *cfg, struct loader **ret_loader)
 {
 	struct loader *l;
@@ -547,8 +570,7 @@ int loader_open(const struct loader_config *cfg, struct loader **ret_loader)
 	l->sync_interval_ns = cfg->sync_interval_ns;
 	l->sync_links = calloc(l->ncpus, sizeof(*l->sync_links));
 	l->sync_fds = malloc(l->ncpus * sizeof(*l->sync_fds));
-	l->batches = malloc(l->ncpus * sizeof(*l->batches));
-	if (!l->sync_links || !l->sync_fds || !l->batches) {
+	if (!l->sync_links || !l->sync_fds) {
 		loader_free(l);
 		return -ENOMEM;
 	}
@@ -570,6 +592,13 @@ int loader_open(const struct loader_config *cfg, struct loader **ret_loader)
 				   backend_to_string(cfg->backend));
 	}
 	if (err < 0) {
+		loader_free(l);
+		return err;
+	}
+
+	err = map_batches(l);
+	if (err < 0) {
+		log_error("Failed to map the batches map: %s", strerror(-err));
 		loader_free(l);
 		return err;
 	}
@@ -626,6 +655,7 @@ void loader_free(struct loader *l)
 		release_backend(l);
 	free(l->sync_links);
 	free(l->sync_fds);
-	free(l->batches);
+	if (l->batches)
+		munmap((void *)l->batches, l->batches_bytes);
 	free(l);
 }

@@ -69,9 +69,11 @@ void loader_check_accept_waiters(struct loader *l);
 /* Write a sync record into cpu's ring now (BPF_PROG_TEST_RUN on that CPU). */
 int loader_sync_now(struct loader *l, unsigned int cpu);
 
-/* Records waiting in the per-CPU batches, which a sync writes out. The count
- * can be stale by the time it returns. */
-int loader_batched_records(struct loader *l, uint64_t *ret_count);
+/* Records waiting in the per-CPU batches, which a sync writes out: in all, and
+ * in cpu's batch if ret_cpu_count is not NULL. The counts can be stale by the
+ * time they return. */
+int loader_batched_records(const struct loader *l, unsigned int cpu, uint64_t *ret_count,
+			   uint64_t *ret_cpu_count);
 
 /* Add to set the cookies of every connection the BPF side still tracks as
  * introduced: live in its conns map, or registered by the start-up dump. */

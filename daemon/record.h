@@ -10,12 +10,12 @@
 
 /* Record kinds that exist only in the daemon, numbered after enum tcptap_event_type. */
 enum record_kind {
-	RECORD_LOST = 100,	/* the kernel dropped samples on one CPU's ring */
+	RECORD_LOST = 100,	/* the kernel dropped records on one CPU's ring */
 };
 
 /* Cause of a RECORD_LOST record. */
 enum record_lost_reason {
-	/* The kernel dropped samples because ev.cpu's perf ring was full. */
+	/* The kernel dropped records because ev.cpu's perf ring was full. */
 	RECORD_LOST_RING_FULL = 0,
 	/* The kernel skipped event program runs that would have nested inside
 	 * a run of the same program on one CPU (bpf_prog_info.recursion_misses).

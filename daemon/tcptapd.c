@@ -410,7 +410,7 @@ static bool batches_hold_records(struct daemon *d)
 	uint64_t count;
 
 	/* If the batches cannot be read, the syncs run anyway. */
-	return loader_batched_records(d->loader, &count) < 0 || count > 0;
+	return loader_batched_records(d->loader, 0, &count, NULL) < 0 || count > 0;
 }
 
 static void release_tick(struct daemon *d)
@@ -565,8 +565,16 @@ static void update_online_cpus(struct daemon *d)
 			log_info("CPU %u came online", cpu);
 			came_online = true;
 		} else {
+			uint64_t total, batched = 0;
+
 			loader_detach_sync(d->loader, cpu);
 			log_info("CPU %u went offline", cpu);
+			/* NOTE: only a sync on that CPU writes its batch out. */
+			if (loader_batched_records(d->loader, cpu, &total, &batched) == 0 &&
+			    batched > 0)
+				log_warning("CPU %u went offline with %" PRIu64 " records in its "
+					    "batch; they reach the stream, marked late, when it "
+					    "comes back online", cpu, batched);
 		}
 	}
 	if (came_online)
