@@ -151,8 +151,8 @@ static __always_inline void test_stall(const struct tcptap_event *ev)
 }
 
 /*
- * Records wait in their CPU's batch until it holds batch_records of them or a
- * sync writes it out, so most records share a sample and its fixed cost in
+ * Records wait in their CPU's batch until it contains batch_records of them or
+ * a sync writes it out, so most records share a sample and its fixed cost in
  * bpf_perf_event_output(). Only the outermost event program on a CPU, or a
  * sync that found no event program in flight, touches the batch; see
  * write_sync(). tcptapd sets batch_records before load, from 1 (every
@@ -733,8 +733,8 @@ static __always_inline struct sock *sock_from_fd(long fd)
  * 0. Take an event E on CPU N with timestamp t < the sync's timestamp s:
  * CLOCK_MONOTONIC does not go back, so E read the clock before the sync did,
  * and E incremented the counter before that, so before the sync read the
- * counter. If E had not decremented yet the sync reads at least 1 and proves
- * nothing; otherwise E's record is in the ring, or in the batch that goes to
+ * counter. If E had not decremented yet, the sync reads at least 1 and proves
+ * nothing. Otherwise E's record is in the ring, or in the batch that goes to
  * the ring ahead of the sync record. The argument uses only the order of
  * steps on CPU N, so it holds for nested programs (softirq work inside a
  * task-context program, a perf_event sync inside an event program: those

@@ -5,8 +5,9 @@
 /*
  * Record layout shared by the BPF programs and tcptapd. Only fixed-width kernel
  * types, no libc, so both sides compile it unchanged. Every perf sample the
- * programs write holds 1 to TCPTAP_BATCH_MAX records of struct tcptap_event,
- * back to back; the reader rejects and counts samples of any other size.
+ * programs write contains 1 to TCPTAP_BATCH_MAX records of struct
+ * tcptap_event, back to back. The reader rejects and counts samples of any
+ * other size.
  */
 
 /* Records an event program collects on its CPU before it writes them to the
@@ -68,7 +69,7 @@ struct tcptap_event {
 
 /* One CPU's records waiting to go to its ring as one sample: the value at the
  * CPU's index in the BPF side's batches map, which tcptapd maps read-only to
- * see whether any batch holds records. The padding keeps each CPU's batch in
+ * see whether any batch contains records. The padding keeps each CPU's batch in
  * cache lines of its own. */
 struct tcptap_batch {
 	__u32 count;		/* records held */

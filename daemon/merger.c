@@ -350,8 +350,8 @@ void merger_set_watermark(struct merger *m, uint64_t clock_ns)
  * Protocol on the BPF side. An event program on CPU n increments n's in-flight
  * counter, reads the clock for its ts_ns, writes its record into n's ring or
  * into n's batch, and decrements the counter, in that order. A sync program on
- * n reads the clock for its ts_ns, then reads the counter; if it read 0, it
- * writes the batch into n's ring; then it writes its own record. All of it
+ * n reads the clock for its ts_ns and then reads the counter. If it read 0, it
+ * writes the batch into n's ring. Then it writes its own record. All of it
  * runs on n: BPF programs cannot migrate, and the counter and the batch are
  * per CPU.
  *

@@ -63,7 +63,7 @@ static void handle_record(struct ring_reader *r, int cpu, const struct tcptap_ev
 	}
 }
 
-/* A sample holds 1 to TCPTAP_BATCH_MAX records back to back. The kernel pads
+/* A sample contains 1 to TCPTAP_BATCH_MAX records back to back. The kernel pads
  * raw data to 8 bytes, which is less than a record. */
 static void handle_sample(struct ring_reader *r, int cpu, const struct raw_sample *s)
 {
