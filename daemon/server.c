@@ -970,8 +970,8 @@ static void server_reject_connection(struct server *s, int fd, unsigned int id)
 	char message[128];
 	char *line;
 
-	snprintf(message, sizeof(message), "the daemon serves at most %zu clients",
-		 s->cfg.max_clients);
+	snprintf(message, sizeof(message), "the daemon serves at most %zu client%s",
+		 s->cfg.max_clients, s->cfg.max_clients == 1 ? "" : "s");
 	line = json_encode_error("too_many_clients", message);
 	if (line) {
 		(void)send(fd, line, strlen(line), MSG_NOSIGNAL | MSG_DONTWAIT);
