@@ -154,14 +154,14 @@ static __always_inline void test_stall(const struct tcptap_event *ev)
  * Records wait in their CPU's batch until it contains batch_records of them or
  * a sync writes it out, so most records share a sample and its fixed cost in
  * bpf_perf_event_output(). Only the outermost event program on a CPU, or a
- * sync that found no event program in flight, touches the batch; see
- * write_sync(). tcptapd sets batch_records before load, from 1 (every
+ * sync that found no event program in flight, touches the batch, as
+ * write_sync() explains. tcptapd sets batch_records before load, from 1 (every
  * record is its own sample) to TCPTAP_BATCH_MAX.
  */
 const volatile __u32 batch_records = TCPTAP_BATCH_MAX;
 
-/* Indexed by CPU; tcptapd sets max_entries to the number of possible CPUs
- * before load. */
+/* One batch per CPU, at the CPU's index. tcptapd sets max_entries to the
+ * number of possible CPUs before load. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -177,7 +177,7 @@ static __always_inline struct tcptap_batch *batch_slot(void)
 	return bpf_map_lookup_elem(&batches, &cpu);
 }
 
-/* The kernel counts a dropped sample as one lost sample whatever it held;
+/* The kernel counts a dropped sample as one lost sample whatever it held, so
  * batch->lost keeps the rest for the next sync to report. */
 static __always_inline void flush_batch(void *ctx, struct tcptap_batch *b)
 {
@@ -727,7 +727,7 @@ static __always_inline struct sock *sock_from_fd(long fd)
  * Why a sync record with inflight == 0 proves CPU N's frontier:
  * an event program on CPU N increments CPU N's inflight counter before it
  * reads the clock and decrements it after its record is in CPU N's ring or
- * in CPU N's batch; BPF programs run with migration disabled, so all of it
+ * in CPU N's batch. BPF programs run with migration disabled, so all of it
  * happens on CPU N. write_sync() reads the clock first and the counter
  * second, and writes out the batch before its own record when the counter was
  * 0. Take an event E on CPU N with timestamp t < the sync's timestamp s:
@@ -736,15 +736,15 @@ static __always_inline struct sock *sock_from_fd(long fd)
  * counter. If E had not decremented yet, the sync reads at least 1 and proves
  * nothing. Otherwise E's record is in the ring, or in the batch that goes to
  * the ring ahead of the sync record. The argument uses only the order of
- * steps on CPU N, so it holds for nested programs (softirq work inside a
- * task-context program, a perf_event sync inside an event program: those
- * syncs read a count above 0) and for preemption or a vCPU stall between any
- * two steps, which only keep the counter above 0 longer. The merger's comment
- * next to its release rule gives the other half.
+ * steps on CPU N, so it holds for nested programs, such as softirq work inside
+ * a task-context program or a perf_event sync inside an event program, whose
+ * syncs read a count above 0. It also holds for preemption or a vCPU stall
+ * between any two steps, which only keep the counter above 0 longer. The
+ * merger's comment next to its release rule gives the other half.
  *
  * The sync counts itself in flight while it writes, because tcptapd's
- * on-demand sync on its own CPU runs with interrupts enabled: an event
- * program in softirq work inside it then sees a count above 1 and leaves the
+ * on-demand sync on its own CPU runs with interrupts enabled. An event
+ * program in softirq work inside it then reads a count above 1 and leaves the
  * batch alone.
  */
 static __always_inline int write_sync(void *ctx)
